@@ -1,0 +1,96 @@
+//! The one error type of the domain. Each variant is a distinct, documented outcome; the
+//! server turns it into a gRPC status with an `ErrorInfo` reason in exactly one place.
+
+/// Why a use case refused or failed. Messages never contain a token, secret or MAC.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field is missing, empty, oversize or of the wrong shape.
+    #[error("{field}: {problem}")]
+    Malformed {
+        field: &'static str,
+        problem: String,
+    },
+
+    /// The token does not parse, names an unknown key, or its MAC does not verify.
+    #[error("the token is not valid")]
+    TokenInvalid,
+
+    /// Unknown client, or the secret does not match.
+    #[error("client authentication failed")]
+    InvalidClient,
+
+    /// The token was issued to another client.
+    #[error("the token was issued to another client")]
+    ClientMismatch,
+
+    /// The family passed its idle or absolute expiry, or the access token its own.
+    #[error("the token has expired")]
+    TokenExpired,
+
+    /// The family was revoked earlier.
+    #[error("the token family has been revoked")]
+    TokenRevoked,
+
+    /// A retired refresh token came back outside the grace period.
+    #[error("{}", if *.family_revoked {
+        "a retired refresh token was reused: the token family has been revoked"
+    } else {
+        "a retired refresh token was reused and refused; the token family stays active"
+    })]
+    TokenReused { family_revoked: bool },
+
+    /// The requested scope is not within what may be granted.
+    #[error("scope not allowed: {0}")]
+    InvalidScope(String),
+
+    /// Redis could not be reached or did not answer in time. Retrying is safe.
+    #[error("the token store is unavailable")]
+    StoreUnavailable(#[source] StoreError),
+
+    /// `CreateClient` with an id that exists or existed.
+    #[error("client {0:?} already exists or was deleted; client ids are never reused")]
+    ClientExists(String),
+
+    /// An operator RPC named a client that does not exist.
+    #[error("client {0:?} not found")]
+    ClientNotFound(String),
+
+    /// `RotateClientSecret` on a public client.
+    #[error("client {0:?} is public and has no secret")]
+    PublicClient(String),
+
+    /// A broken invariant (corrupt store record, retired signing key). Logged in full,
+    /// answered as INTERNAL without detail.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn malformed(field: &'static str, problem: impl Into<String>) -> Self {
+        Self::Malformed {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A failure of the store itself, as opposed to a refusal by its state machine.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Connection refused, dropped or timed out: the operation may or may not have run, and
+    /// every operation is safe to retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered something that breaks an invariant.
+    #[error("store returned an unexpected reply: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => Error::StoreUnavailable(err),
+            StoreError::Corrupt(detail) => Error::Internal(detail),
+        }
+    }
+}

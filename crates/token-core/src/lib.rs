@@ -1,0 +1,38 @@
+//! The domain of the token service: what a token is, who may hold one, and how a family of
+//! refresh tokens moves from one generation to the next. Nothing here knows about gRPC or Redis;
+//! storage is reached through the [`Store`] trait, which `token-store` implements.
+//!
+//! # Layout
+//! - [`token`]: the keyed token format (`rt1.` / `at1.` + payload + HMAC) and its claims.
+//! - [`keyring`]: signing keys by id, loaded from a file; one signs, all verify.
+//! - [`client`]: registered clients, their secrets (stored only as hashes) and authentication.
+//! - [`scope`]: validated scope sets, subset checks and the access-token scope mask.
+//! - [`validate`]: size and shape limits for every request field.
+//! - [`store`]: the [`Store`] trait and the family state it returns.
+//! - [`service`]: the use cases (issue, refresh, revoke, introspect, client registry).
+//! - [`clock`]: the one clock every decision reads.
+//! - [`error`]: the one error enum; the server maps it to gRPC statuses.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod clock;
+pub mod error;
+pub mod keyring;
+pub mod scope;
+pub mod service;
+pub mod store;
+pub mod token;
+pub mod validate;
+
+pub use client::{Client, ClientType, ReusePolicy};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, StoreError};
+pub use keyring::Keyring;
+pub use scope::Scopes;
+pub use service::{
+    IntrospectRequest, Introspection, IssueRequest, Lifetimes, NewClient, RefreshRequest,
+    RevokeRequest, TokenPair, TokenService,
+};
+pub use store::Store;
+pub use token::FamilyId;

@@ -1,0 +1,472 @@
+//! The use cases. Each one validates all input first, checks MACs before any I/O, calls the
+//! store at most a few times, and returns domain types; the gRPC layer only translates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::{self, Client, ClientType, ReusePolicy};
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::keyring::Keyring;
+use crate::scope::Scopes;
+use crate::store::{
+    Current, FamilyStatus, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest, Rotation, Store,
+};
+use crate::token::{AccessClaims, Claims, FamilyId, RefreshClaims};
+use crate::validate::{self, MAX_NAME_LEN, MAX_SECRET_LEN, MAX_SUBJECT_LEN, MAX_TOKEN_LEN};
+
+/// How long things live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub access_ttl: Duration,
+    /// A family unused this long lapses.
+    pub refresh_idle_ttl: Duration,
+    /// A family lapses this long after it was issued, however much it is used.
+    pub refresh_absolute_ttl: Duration,
+    /// How long the immediate predecessor of the current refresh token still gets the
+    /// current pair; zero turns replays off.
+    pub grace: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_idle_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_absolute_ttl: Duration::from_secs(90 * 24 * 3600),
+            grace: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct IssueRequest<'a> {
+    pub client_id: &'a str,
+    pub subject: &'a str,
+    pub scopes: &'a [String],
+}
+
+pub struct RefreshRequest<'a> {
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub refresh_token: &'a str,
+    pub scopes: &'a [String],
+}
+
+pub struct RevokeRequest<'a> {
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub token: &'a str,
+    pub token_type_hint: &'a str,
+}
+
+pub struct IntrospectRequest<'a> {
+    pub token: &'a str,
+}
+
+pub struct NewClient<'a> {
+    /// Empty: generate one.
+    pub client_id: &'a str,
+    pub name: &'a str,
+    pub client_type: &'a str,
+    pub allowed_scopes: &'a [String],
+    pub reuse_policy: &'a str,
+}
+
+/// A pair as handed to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in_s: i64,
+    pub refresh_expires_in_s: i64,
+    pub scopes: Scopes,
+    pub family: FamilyId,
+    pub generation: u64,
+    /// How this pair came about; `Replayed` means a re-delivery of an issued pair.
+    pub rotation: Rotation,
+}
+
+/// What introspection reveals about an active token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Introspection {
+    pub client_id: String,
+    pub subject: String,
+    pub scopes: Scopes,
+    pub exp_s: i64,
+    pub iat_s: i64,
+    /// "Bearer" or "refresh_token".
+    pub token_type: &'static str,
+    pub family: FamilyId,
+}
+
+/// A client secret shown exactly once.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedSecret {
+    pub client_id: String,
+    /// Empty for public clients.
+    pub client_secret: String,
+}
+
+impl std::fmt::Debug for IssuedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedSecret")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const TOKEN_TYPE_ACCESS: &str = "Bearer";
+pub const TOKEN_TYPE_REFRESH: &str = "refresh_token";
+/// The reason a family carries after `RevokeToken`.
+pub const REVOKED_BY_CLIENT: &str = "revoked_by_client";
+
+/// The token service's use cases over a store, a keyring and a clock.
+pub struct TokenService<S> {
+    store: S,
+    keyring: Keyring,
+    clock: Arc<dyn Clock>,
+    lifetimes: Lifetimes,
+}
+
+impl<S: Store> TokenService<S> {
+    pub fn new(store: S, keyring: Keyring, clock: Arc<dyn Clock>, lifetimes: Lifetimes) -> Self {
+        Self {
+            store,
+            keyring,
+            clock,
+            lifetimes,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// Starts a family and returns its first pair.
+    pub async fn issue(&self, req: IssueRequest<'_>) -> Result<TokenPair, Error> {
+        validate::client_id("client_id", req.client_id)?;
+        validate::required("subject", req.subject, MAX_SUBJECT_LEN)?;
+        let requested = Scopes::parse("scopes", req.scopes)?;
+        let client = self
+            .store
+            .client(req.client_id)
+            .await?
+            .ok_or(Error::InvalidClient)?;
+        let scopes = if requested.is_empty() {
+            client.allowed_scopes.clone()
+        } else {
+            requested.check_within(&client.allowed_scopes)?;
+            requested
+        };
+
+        let now_ms = self.clock.now_ms();
+        let family = NewFamily {
+            family: FamilyId::random(),
+            client_id: client.client_id,
+            subject: req.subject.to_owned(),
+            scopes,
+            now_ms,
+            key_id: self.keyring.signing_key_id().to_owned(),
+            absolute_expiry_ms: now_ms + millis(self.lifetimes.refresh_absolute_ttl),
+            idle_ttl_ms: millis(self.lifetimes.refresh_idle_ttl),
+        };
+        self.store.create_family(&family).await?;
+        let current = Current {
+            generation: 1,
+            rotated_at_ms: now_ms,
+            key_id: family.key_id,
+            scopes: family.scopes,
+            absolute_expiry_ms: family.absolute_expiry_ms,
+        };
+        self.mint_pair(family.family, &current, None, Rotation::Rotated, now_ms)
+    }
+
+    /// Authenticates the client and runs the refresh state machine.
+    pub async fn refresh(&self, req: RefreshRequest<'_>) -> Result<TokenPair, Error> {
+        validate::client_id("client_id", req.client_id)?;
+        validate::optional("client_secret", req.client_secret, MAX_SECRET_LEN)?;
+        validate::required("refresh_token", req.refresh_token, MAX_TOKEN_LEN)?;
+        let requested = Scopes::parse("scopes", req.scopes)?;
+        let Claims::Refresh(claims) = self.keyring.verify("refresh_token", req.refresh_token)?
+        else {
+            return Err(Error::TokenInvalid);
+        };
+        let client = self.authenticate(req.client_id, req.client_secret).await?;
+
+        // Narrowing is checked against the family before the rotation, so a widened scope is
+        // refused without changing anything. A family's scopes never change, so reading them
+        // first is race-free. Missing or foreign families are left to the state machine.
+        if !requested.is_empty()
+            && let Some(family) = self.store.family(claims.family).await?
+            && family.client_id == client.client_id
+        {
+            requested.check_within(&family.scopes)?;
+        }
+
+        let now_ms = self.clock.now_ms();
+        let outcome = self
+            .store
+            .rotate(&RotateRequest {
+                family: claims.family,
+                presented_generation: claims.generation,
+                client_id: &client.client_id,
+                now_ms,
+                grace_ms: millis(self.lifetimes.grace),
+                idle_ttl_ms: millis(self.lifetimes.refresh_idle_ttl),
+                signing_key_id: self.keyring.signing_key_id(),
+                reuse_policy: client.reuse_policy,
+            })
+            .await?;
+        match outcome {
+            RotateOutcome::Issued(rotation, current) => {
+                let narrowed = (!requested.is_empty()).then_some(&requested);
+                self.mint_pair(claims.family, &current, narrowed, rotation, now_ms)
+            }
+            RotateOutcome::Expired => Err(Error::TokenExpired),
+            RotateOutcome::Revoked => Err(Error::TokenRevoked),
+            RotateOutcome::ClientMismatch => Err(Error::ClientMismatch),
+            RotateOutcome::Reused { family_revoked } => Err(Error::TokenReused { family_revoked }),
+        }
+    }
+
+    /// RFC 7009: revokes the token's family. A token that does not verify, or whose family is
+    /// gone, is not an error: the caller cannot do anything useful with one.
+    pub async fn revoke(&self, req: RevokeRequest<'_>) -> Result<RevokeOutcome, Error> {
+        validate::client_id("client_id", req.client_id)?;
+        validate::optional("client_secret", req.client_secret, MAX_SECRET_LEN)?;
+        validate::required("token", req.token, MAX_TOKEN_LEN)?;
+        if !matches!(req.token_type_hint, "" | "access_token" | "refresh_token") {
+            return Err(Error::malformed(
+                "token_type_hint",
+                "must be empty, \"access_token\" or \"refresh_token\"",
+            ));
+        }
+        let client = self.authenticate(req.client_id, req.client_secret).await?;
+        let claims = match self.keyring.verify("token", req.token) {
+            Ok(claims) => claims,
+            Err(Error::TokenInvalid) => return Ok(RevokeOutcome::NotFound),
+            Err(err) => return Err(err),
+        };
+        let outcome = self
+            .store
+            .revoke(
+                claims.family(),
+                &client.client_id,
+                REVOKED_BY_CLIENT,
+                self.clock.now_ms(),
+            )
+            .await?;
+        match outcome {
+            RevokeOutcome::ClientMismatch => Err(Error::ClientMismatch),
+            other => Ok(other),
+        }
+    }
+
+    /// RFC 7662: `None` for any token that is not active, whatever the reason.
+    pub async fn introspect(
+        &self,
+        req: IntrospectRequest<'_>,
+    ) -> Result<Option<Introspection>, Error> {
+        validate::required("token", req.token, MAX_TOKEN_LEN)?;
+        let claims = match self.keyring.verify("token", req.token) {
+            Ok(claims) => claims,
+            Err(Error::TokenInvalid) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let Some(family) = self.store.family(claims.family()).await? else {
+            return Ok(None);
+        };
+        let now_ms = self.clock.now_ms();
+        let idle_ttl_ms = millis(self.lifetimes.refresh_idle_ttl);
+        let family_expires_ms = family.expires_at_ms(idle_ttl_ms);
+        if family.status != FamilyStatus::Active || now_ms >= family_expires_ms {
+            return Ok(None);
+        }
+        let (scopes, exp_ms, iat_ms, token_type) = match &claims {
+            Claims::Access(c) => {
+                if now_ms >= c.expires_at_ms {
+                    return Ok(None);
+                }
+                let scopes = family.scopes.select(c.scope_mask);
+                (scopes, c.expires_at_ms, c.issued_at_ms, TOKEN_TYPE_ACCESS)
+            }
+            Claims::Refresh(c) => {
+                let grace_ms = millis(self.lifetimes.grace);
+                // The same predicate as the state machine: would a refresh with it succeed?
+                let exp_ms = if c.generation >= family.generation {
+                    family_expires_ms
+                } else if c.generation + 1 == family.generation
+                    && grace_ms > 0
+                    && now_ms.saturating_sub(family.rotated_at_ms) <= grace_ms
+                {
+                    family.rotated_at_ms + grace_ms
+                } else {
+                    return Ok(None);
+                };
+                (
+                    family.scopes.clone(),
+                    exp_ms,
+                    c.issued_at_ms,
+                    TOKEN_TYPE_REFRESH,
+                )
+            }
+        };
+        // A deleted client's tokens are dead too.
+        if self.store.client(&family.client_id).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Introspection {
+            client_id: family.client_id,
+            subject: family.subject,
+            scopes,
+            exp_s: (exp_ms / 1000) as i64,
+            iat_s: (iat_ms / 1000) as i64,
+            token_type,
+            family: claims.family(),
+        }))
+    }
+
+    /// Registers a client; a confidential one gets its secret here, once.
+    pub async fn create_client(&self, req: NewClient<'_>) -> Result<IssuedSecret, Error> {
+        let client_id = if req.client_id.is_empty() {
+            client::generate_client_id()
+        } else {
+            validate::client_id("client_id", req.client_id)?;
+            req.client_id.to_owned()
+        };
+        validate::optional("name", req.name, MAX_NAME_LEN)?;
+        let client_type: ClientType = req.client_type.parse()?;
+        let reuse_policy: ReusePolicy = req.reuse_policy.parse()?;
+        let allowed_scopes = Scopes::parse("allowed_scopes", req.allowed_scopes)?;
+        let (client_secret, secret_hash) = match client_type {
+            ClientType::Confidential => client::generate_secret(),
+            ClientType::Public => (String::new(), String::new()),
+        };
+        let client = Client {
+            client_id: client_id.clone(),
+            // A client needs no display name; its id serves when none is given.
+            name: if req.name.is_empty() {
+                client_id.clone()
+            } else {
+                req.name.to_owned()
+            },
+            client_type,
+            allowed_scopes,
+            reuse_policy,
+            secret_hash,
+            created_at_ms: self.clock.now_ms(),
+        };
+        if !self.store.create_client(&client).await? {
+            return Err(Error::ClientExists(client_id));
+        }
+        Ok(IssuedSecret {
+            client_id,
+            client_secret,
+        })
+    }
+
+    pub async fn get_client(&self, client_id: &str) -> Result<Client, Error> {
+        validate::client_id("client_id", client_id)?;
+        self.store
+            .client(client_id)
+            .await?
+            .ok_or_else(|| Error::ClientNotFound(client_id.to_owned()))
+    }
+
+    /// Replaces a confidential client's secret; the old one stops working at once.
+    pub async fn rotate_client_secret(&self, client_id: &str) -> Result<IssuedSecret, Error> {
+        let client = self.get_client(client_id).await?;
+        if client.client_type == ClientType::Public {
+            return Err(Error::PublicClient(client.client_id));
+        }
+        let (client_secret, secret_hash) = client::generate_secret();
+        if !self
+            .store
+            .set_client_secret(&client.client_id, &secret_hash)
+            .await?
+        {
+            return Err(Error::ClientNotFound(client.client_id));
+        }
+        Ok(IssuedSecret {
+            client_id: client.client_id,
+            client_secret,
+        })
+    }
+
+    pub async fn delete_client(&self, client_id: &str) -> Result<(), Error> {
+        validate::client_id("client_id", client_id)?;
+        if self
+            .store
+            .delete_client(client_id, self.clock.now_ms())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::ClientNotFound(client_id.to_owned()))
+        }
+    }
+
+    async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Client, Error> {
+        let client = self
+            .store
+            .client(client_id)
+            .await?
+            .ok_or(Error::InvalidClient)?;
+        client.authenticate(secret)?;
+        Ok(client)
+    }
+
+    /// Derives the pair of `current`: the same inputs always give the same tokens, which is
+    /// what makes replays byte-identical.
+    fn mint_pair(
+        &self,
+        family: FamilyId,
+        current: &Current,
+        narrowed: Option<&Scopes>,
+        rotation: Rotation,
+        now_ms: u64,
+    ) -> Result<TokenPair, Error> {
+        let scopes = narrowed.unwrap_or(&current.scopes).clone();
+        let access_expires_ms = (current.rotated_at_ms + millis(self.lifetimes.access_ttl))
+            .min(current.absolute_expiry_ms);
+        let refresh_expires_ms = (current.rotated_at_ms + millis(self.lifetimes.refresh_idle_ttl))
+            .min(current.absolute_expiry_ms);
+        let access_token = self.keyring.mint_access(&AccessClaims {
+            family,
+            generation: current.generation,
+            issued_at_ms: current.rotated_at_ms,
+            expires_at_ms: access_expires_ms,
+            scope_mask: current.scopes.mask_of(&scopes),
+            key_id: current.key_id.clone(),
+        })?;
+        let refresh_token = self.keyring.mint_refresh(&RefreshClaims {
+            family,
+            generation: current.generation,
+            issued_at_ms: current.rotated_at_ms,
+            key_id: current.key_id.clone(),
+        })?;
+        Ok(TokenPair {
+            access_token,
+            refresh_token,
+            expires_in_s: seconds_until(access_expires_ms, now_ms),
+            refresh_expires_in_s: seconds_until(refresh_expires_ms, now_ms),
+            scopes,
+            family,
+            generation: current.generation,
+            rotation,
+        })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Whole seconds left, rounded down, never negative.
+fn seconds_until(deadline_ms: u64, now_ms: u64) -> i64 {
+    (deadline_ms.saturating_sub(now_ms) / 1000) as i64
+}

@@ -1,0 +1,183 @@
+//! The storage boundary. `token-store` implements [`Store`] over Redis; each method that
+//! changes a family is one atomic script there, so every state change happens whole or not at
+//! all. Types here are plain data: no Redis, no gRPC.
+
+use std::future::Future;
+
+use crate::client::{Client, ReusePolicy};
+use crate::error::StoreError;
+use crate::scope::Scopes;
+use crate::token::FamilyId;
+
+/// Everything needed to start a family at generation 1.
+#[derive(Debug, Clone)]
+pub struct NewFamily {
+    pub family: FamilyId,
+    pub client_id: String,
+    pub subject: String,
+    pub scopes: Scopes,
+    pub now_ms: u64,
+    pub key_id: String,
+    pub absolute_expiry_ms: u64,
+    /// How long the family lives unused; also the store's garbage-collection TTL.
+    pub idle_ttl_ms: u64,
+}
+
+/// One compare-and-rotate: the presented generation against the stored one.
+#[derive(Debug, Clone)]
+pub struct RotateRequest<'a> {
+    pub family: FamilyId,
+    pub presented_generation: u64,
+    pub client_id: &'a str,
+    pub now_ms: u64,
+    /// Zero turns grace replays off.
+    pub grace_ms: u64,
+    pub idle_ttl_ms: u64,
+    /// Signs the next generation if this call wins.
+    pub signing_key_id: &'a str,
+    pub reuse_policy: ReusePolicy,
+}
+
+/// The family's current generation after a successful rotate, replay or roll-forward: enough
+/// to re-derive its pair byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    pub generation: u64,
+    pub rotated_at_ms: u64,
+    pub key_id: String,
+    pub scopes: Scopes,
+    pub absolute_expiry_ms: u64,
+}
+
+/// How a successful refresh came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// `p == g`: this call advanced the family.
+    Rotated,
+    /// `p == g-1` inside grace: the winner's pair, delivered again.
+    Replayed,
+    /// `p > g`: a token we issued that the store lost (failover); the family moves past it.
+    RolledForward,
+}
+
+impl Rotation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rotation::Rotated => "rotated",
+            Rotation::Replayed => "replayed",
+            Rotation::RolledForward => "rolled_forward",
+        }
+    }
+}
+
+/// Every answer of the refresh state machine (DESIGN.md, "The refresh state machine").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    Issued(Rotation, Current),
+    /// No family: idle or absolute expiry passed. Nothing changed.
+    Expired,
+    /// Revoked earlier. Nothing changed.
+    Revoked,
+    /// The family belongs to another client. Nothing changed.
+    ClientMismatch,
+    /// A retired token outside grace; the family was revoked now unless the policy is
+    /// reject-only.
+    Reused {
+        family_revoked: bool,
+    },
+}
+
+/// Whether a family may still be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FamilyStatus {
+    Active,
+    Revoked { reason: String, at_ms: u64 },
+}
+
+/// A family as stored, for introspection and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyState {
+    pub client_id: String,
+    pub subject: String,
+    pub scopes: Scopes,
+    pub generation: u64,
+    pub rotated_at_ms: u64,
+    pub key_id: String,
+    pub status: FamilyStatus,
+    pub absolute_expiry_ms: u64,
+}
+
+impl FamilyState {
+    /// When the family lapses if its current generation is not used.
+    pub fn expires_at_ms(&self, idle_ttl_ms: u64) -> u64 {
+        self.rotated_at_ms
+            .saturating_add(idle_ttl_ms)
+            .min(self.absolute_expiry_ms)
+    }
+}
+
+/// What a revocation found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked,
+    AlreadyRevoked,
+    /// Expired or never existed: nothing to do (RFC 7009).
+    NotFound,
+    ClientMismatch,
+}
+
+/// Family and client state. Implementations make each family change atomic.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a family at generation 1. Fails (as corrupt) if the id already exists.
+    fn create_family(
+        &self,
+        family: &NewFamily,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The refresh state machine, atomically.
+    fn rotate(
+        &self,
+        request: &RotateRequest<'_>,
+    ) -> impl Future<Output = Result<RotateOutcome, StoreError>> + Send;
+
+    /// Revokes the family if it belongs to `client_id`.
+    fn revoke(
+        &self,
+        family: FamilyId,
+        client_id: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send;
+
+    /// Reads a family; `None` when the store no longer has it.
+    fn family(
+        &self,
+        family: FamilyId,
+    ) -> impl Future<Output = Result<Option<FamilyState>, StoreError>> + Send;
+
+    /// Registers a client; `false` when the id exists or existed.
+    fn create_client(
+        &self,
+        client: &Client,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A live (not deleted) client.
+    fn client(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Option<Client>, StoreError>> + Send;
+
+    /// Replaces a live client's secret hash; `false` when there is no such client.
+    fn set_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes a live client, keeping its id reserved; `false` when there is no such client.
+    fn delete_client(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}

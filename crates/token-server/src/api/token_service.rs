@@ -1,0 +1,99 @@
+//! `tokens.v1.TokenService`.
+
+use std::sync::Arc;
+
+use token_core::{IntrospectRequest, IssueRequest, RefreshRequest, RevokeRequest, TokenService};
+use token_proto::v1 as pb;
+use token_proto::v1::token_service_server::TokenService as TokenServiceRpc;
+use token_store::RedisStore;
+use tonic::{Request, Response, Status};
+
+use super::{convert, refused};
+
+pub struct TokenServiceApi {
+    service: Arc<TokenService<RedisStore>>,
+}
+
+impl TokenServiceApi {
+    pub fn new(service: Arc<TokenService<RedisStore>>) -> Self {
+        Self { service }
+    }
+}
+
+#[tonic::async_trait]
+impl TokenServiceRpc for TokenServiceApi {
+    async fn issue_token_pair(
+        &self,
+        request: Request<pb::IssueTokenPairRequest>,
+    ) -> Result<Response<pb::TokenPair>, Status> {
+        let req = request.into_inner();
+        let pair = self
+            .service
+            .issue(IssueRequest {
+                client_id: &req.client_id,
+                subject: &req.subject,
+                scopes: &req.scopes,
+            })
+            .await
+            .map_err(|err| refused("IssueTokenPair", &req.client_id, err))?;
+        tracing::info!(client_id = %req.client_id, family_id = %pair.family, "family issued");
+        Ok(Response::new(convert::token_pair(pair)))
+    }
+
+    async fn refresh_token_pair(
+        &self,
+        request: Request<pb::RefreshTokenPairRequest>,
+    ) -> Result<Response<pb::TokenPair>, Status> {
+        let req = request.into_inner();
+        let pair = self
+            .service
+            .refresh(RefreshRequest {
+                client_id: &req.client_id,
+                client_secret: &req.client_secret,
+                refresh_token: &req.refresh_token,
+                scopes: &req.scopes,
+            })
+            .await
+            .map_err(|err| refused("RefreshTokenPair", &req.client_id, err))?;
+        tracing::debug!(
+            client_id = %req.client_id,
+            family_id = %pair.family,
+            generation = pair.generation,
+            outcome = pair.rotation.as_str(),
+            "refreshed"
+        );
+        Ok(Response::new(convert::token_pair(pair)))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let req = request.into_inner();
+        let outcome = self
+            .service
+            .revoke(RevokeRequest {
+                client_id: &req.client_id,
+                client_secret: &req.client_secret,
+                token: &req.token,
+                token_type_hint: &req.token_type_hint,
+            })
+            .await
+            .map_err(|err| refused("RevokeToken", &req.client_id, err))?;
+        tracing::info!(client_id = %req.client_id, outcome = ?outcome, "revoke");
+        Ok(Response::new(pb::RevokeTokenResponse {}))
+    }
+
+    async fn introspect_token(
+        &self,
+        request: Request<pb::IntrospectTokenRequest>,
+    ) -> Result<Response<pb::IntrospectTokenResponse>, Status> {
+        let req = request.into_inner();
+        let found = self
+            .service
+            .introspect(IntrospectRequest { token: &req.token })
+            .await
+            .map_err(|err| refused("IntrospectToken", "", err))?;
+        Ok(Response::new(convert::introspection(found)))
+    }
+}

@@ -1,0 +1,234 @@
+//! All configuration in one struct, from flags or the environment (`TOKEN_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use telemetry::LogFormat;
+use token_core::Lifetimes;
+use token_store::StoreConfig;
+
+/// The command line of `token-server`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "token-server",
+    version,
+    about = "OAuth2 refresh-token rotation over gRPC"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new keyring line (a random 256-bit signing key) to stdout.
+    Keygen {
+        /// Id of the new key; defaults to `k` and the current Unix time.
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+}
+
+/// How the server runs. Every flag also reads `TOKEN_<NAME>` from the environment.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "TOKEN_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Redis holding family and client state.
+    #[arg(
+        long,
+        env = "TOKEN_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+
+    /// File of signing keys (`token-server keygen > keyring` makes one).
+    #[arg(long, env = "TOKEN_KEYRING")]
+    pub keyring: Option<PathBuf>,
+
+    /// How long a retired refresh token's immediate successor is replayed; 0s turns it off.
+    #[arg(long, env = "TOKEN_GRACE_PERIOD", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub grace_period: Duration,
+
+    /// Lifetime of access tokens.
+    #[arg(long, env = "TOKEN_ACCESS_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub access_ttl: Duration,
+
+    /// A token family unused this long expires.
+    #[arg(long, env = "TOKEN_REFRESH_IDLE_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub refresh_idle_ttl: Duration,
+
+    /// A token family expires this long after it was issued, however it is used.
+    #[arg(long, env = "TOKEN_REFRESH_ABSOLUTE_TTL", default_value = "90days", value_parser = humantime::parse_duration)]
+    pub refresh_absolute_ttl: Duration,
+
+    /// Bound on every Redis call, pool wait included.
+    #[arg(long, env = "TOKEN_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// Redis connections in the pool (each multiplexed).
+    #[arg(long, env = "TOKEN_REDIS_POOL_SIZE", default_value_t = 8)]
+    pub redis_pool_size: usize,
+
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    #[arg(long, env = "TOKEN_KEY_PREFIX", default_value = "tok:")]
+    pub key_prefix: String,
+
+    /// How often Redis is pinged for the health status.
+    #[arg(long, env = "TOKEN_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+
+    /// After SIGTERM, how long in-flight RPCs may take to finish.
+    #[arg(long, env = "TOKEN_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log output: `pretty` or `json`. Verbosity comes from `RUST_LOG`.
+    #[arg(long, env = "TOKEN_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "no keyring: pass --keyring FILE or set TOKEN_KEYRING (create one with `token-server keygen > keyring`)"
+    )]
+    MissingKeyring,
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("--refresh-absolute-ttl must not be shorter than --refresh-idle-ttl")]
+    AbsoluteShorterThanIdle,
+    #[error("--grace-period must be shorter than --refresh-idle-ttl")]
+    GraceTooLong,
+}
+
+impl Config {
+    /// Checks relations between settings that clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.keyring.is_none() {
+            return Err(ConfigError::MissingKeyring);
+        }
+        for (name, value) in [
+            ("--access-ttl", self.access_ttl),
+            ("--refresh-idle-ttl", self.refresh_idle_ttl),
+            ("--redis-timeout", self.redis_timeout),
+            ("--health-interval", self.health_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.redis_pool_size == 0 {
+            return Err(ConfigError::Zero("--redis-pool-size"));
+        }
+        if self.refresh_absolute_ttl < self.refresh_idle_ttl {
+            return Err(ConfigError::AbsoluteShorterThanIdle);
+        }
+        if self.grace_period >= self.refresh_idle_ttl {
+            return Err(ConfigError::GraceTooLong);
+        }
+        Ok(())
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            access_ttl: self.access_ttl,
+            refresh_idle_ttl: self.refresh_idle_ttl,
+            refresh_absolute_ttl: self.refresh_absolute_ttl,
+            grace: self.grace_period,
+        }
+    }
+
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig {
+            url: self.redis_url.clone(),
+            pool_size: self.redis_pool_size,
+            timeout: self.redis_timeout,
+            key_prefix: self.key_prefix.clone(),
+        }
+    }
+
+    /// The Redis URL with any password replaced, for logs.
+    pub fn redis_url_redacted(&self) -> String {
+        redact_url(&self.redis_url)
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("token-server").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let cli = parse(&["--keyring", "k"]);
+        assert_eq!(cli.config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(cli.config.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(cli.config.grace_period, Duration::from_secs(60));
+        cli.config.validate().unwrap();
+    }
+
+    #[test]
+    fn durations_parse_and_bad_relations_fail() {
+        let cli = parse(&["--keyring", "k", "--grace-period", "0s"]);
+        assert!(cli.config.grace_period.is_zero());
+        cli.config.validate().unwrap();
+        let cli = parse(&[
+            "--keyring",
+            "k",
+            "--refresh-absolute-ttl",
+            "1h",
+            "--refresh-idle-ttl",
+            "2h",
+        ]);
+        assert!(matches!(
+            cli.config.validate(),
+            Err(ConfigError::AbsoluteShorterThanIdle)
+        ));
+        assert!(matches!(
+            parse(&[]).config.validate(),
+            Err(ConfigError::MissingKeyring)
+        ));
+    }
+
+    #[test]
+    fn keygen_is_a_subcommand() {
+        assert!(matches!(
+            parse(&["keygen"]).command,
+            Some(Command::Keygen { .. })
+        ));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:hunter2@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+        assert_eq!(redact_url("redis://u:hunter2@h"), "redis://u:***@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,173 @@
+//! The `token-server` binary as a library, so tests start it in-process on `127.0.0.1:0`.
+//!
+//! # Layout
+//! - [`config`]: every setting, from flags and `TOKEN_*` environment variables.
+//! - [`api`]: the gRPC handlers, one small function per RPC.
+//! - [`status`]: the one mapping from domain errors to gRPC statuses.
+//! - [`health`]: `grpc.health.v1`, following Redis reachability.
+//! - [`run`]: serves until the shutdown future resolves, then drains in-flight RPCs.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod health;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use token_core::{Clock, Keyring, Lifetimes, SystemClock, TokenService};
+use token_proto::v1::client_registry_server::ClientRegistryServer;
+use token_proto::v1::token_service_server::TokenServiceServer;
+use token_store::{RedisStore, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+pub use config::{Cli, Command, Config, ConfigError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read keyring {path}: {source}")]
+    KeyringRead {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("keyring {path}: {source}")]
+    Keyring {
+        path: String,
+        source: token_core::keyring::KeyringError,
+    },
+    #[error("Redis configuration: {0}")]
+    Store(#[from] token_core::StoreError),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Everything [`run`] needs, assembled from a [`Config`] or by tests.
+pub struct App {
+    pub service: Arc<TokenService<RedisStore>>,
+    pub store: RedisStore,
+    pub health_interval: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl App {
+    /// Builds the app from configuration: reads the keyring, creates the Redis pool.
+    pub fn from_config(config: &Config) -> Result<Self, ServerError> {
+        config.validate()?;
+        let path = config.keyring.clone().ok_or(ConfigError::MissingKeyring)?;
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ServerError::KeyringRead {
+            path: shown.clone(),
+            source,
+        })?;
+        let keyring = Keyring::parse(&text).map_err(|source| ServerError::Keyring {
+            path: shown,
+            source,
+        })?;
+        Self::new(
+            &config.store(),
+            keyring,
+            Arc::new(SystemClock),
+            config.lifetimes(),
+            config.health_interval,
+            config.shutdown_timeout,
+        )
+    }
+
+    pub fn new(
+        store_config: &StoreConfig,
+        keyring: Keyring,
+        clock: Arc<dyn Clock>,
+        lifetimes: Lifetimes,
+        health_interval: Duration,
+        shutdown_timeout: Duration,
+    ) -> Result<Self, ServerError> {
+        let store = RedisStore::new(store_config)?;
+        let service = Arc::new(TokenService::new(store.clone(), keyring, clock, lifetimes));
+        Ok(Self {
+            service,
+            store,
+            health_interval,
+            shutdown_timeout,
+        })
+    }
+}
+
+/// Serves the token service, health and reflection on `listener` until `shutdown` resolves;
+/// then reports NOT_SERVING, stops accepting, and waits up to the app's shutdown timeout for
+/// in-flight RPCs to finish.
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health::set_all(&health_reporter, ServingStatus::NotServing).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = tokio::spawn(health::watch_store(
+        health_reporter.clone(),
+        app.store.clone(),
+        app.health_interval,
+        stop_rx.clone(),
+    ));
+
+    // grpcurl before 1.8.8 speaks only v1alpha; newer clients try v1 first.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(token_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let signal = {
+        let stop_tx = stop_tx.clone();
+        let reporter = health_reporter.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight RPCs");
+            let _ = stop_tx.send(true);
+            health::set_all(&reporter, ServingStatus::NotServing).await;
+        }
+    };
+
+    let serve = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(TokenServiceServer::new(api::TokenServiceApi::new(
+            app.service.clone(),
+        )))
+        .add_service(ClientRegistryServer::new(api::ClientRegistryApi::new(
+            app.service.clone(),
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    let mut stopped = stop_rx;
+    let drain_deadline = async {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(app.shutdown_timeout).await;
+    };
+    let result = tokio::select! {
+        result = serve => result.map_err(ServerError::from),
+        _ = drain_deadline => {
+            tracing::warn!(timeout = ?app.shutdown_timeout, "shutdown timeout passed with RPCs in flight");
+            Ok(())
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = watcher.await;
+    result
+}

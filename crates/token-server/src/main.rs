@@ -1,0 +1,61 @@
+//! `token-server`: serves `tokens.v1` until SIGTERM or Ctrl-C, then drains. A second signal
+//! exits at once.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use token_core::Keyring;
+use token_server::{App, Cli, Command};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Keygen { key_id }) = cli.command {
+        let key_id = key_id.unwrap_or_else(|| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("k{}", now.as_secs())
+        });
+        println!("# token-server keyring: <key-id> <secret> <sign|verify>; keep this file secret");
+        println!("{}", Keyring::generate_line(&key_id));
+        return Ok(());
+    }
+
+    let config = cli.config;
+    let _telemetry = telemetry::init("token-server", config.log_format);
+    let app = App::from_config(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        redis = %config.redis_url_redacted(),
+        grace = ?config.grace_period,
+        "token-server serving"
+    );
+    token_server::run(listener, app, shutdown_signal()).await?;
+    tracing::info!("token-server stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once.
+async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("cannot install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("cannot install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+}

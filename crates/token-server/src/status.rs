@@ -1,0 +1,100 @@
+//! The one place where domain errors become gRPC statuses. Every code is chosen on purpose
+//! (DESIGN.md, the reasons table); every status carries a `google.rpc.ErrorInfo` whose reason
+//! names what happened and whose metadata carries the OAuth2 error code.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use token_core::Error;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+/// `ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "tokens.v1";
+/// The `ErrorInfo.metadata` key holding the OAuth2 error code.
+pub const OAUTH_ERROR_KEY: &str = "oauth_error";
+/// Suggested wait before retrying after the store was unavailable.
+const STORE_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// The gRPC status for a domain error.
+pub fn to_status(err: &Error) -> Status {
+    let (code, reason, oauth_error) = classify(err);
+    let mut metadata = HashMap::from([(OAUTH_ERROR_KEY.to_owned(), oauth_error.to_owned())]);
+    let mut details = ErrorDetails::new();
+    match err {
+        Error::Malformed { field, problem } => {
+            details.add_bad_request_violation(*field, problem.clone());
+        }
+        Error::TokenReused { family_revoked } => {
+            metadata.insert("family_revoked".to_owned(), family_revoked.to_string());
+        }
+        Error::StoreUnavailable(_) => {
+            details.set_retry_info(Some(STORE_RETRY_DELAY));
+        }
+        _ => {}
+    }
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    // Internal details are logged by the caller, never sent.
+    let message = match err {
+        Error::Internal(_) => "internal error".to_owned(),
+        other => other.to_string(),
+    };
+    Status::with_error_details(code, message, details)
+}
+
+/// The status code, `ErrorInfo.reason` and OAuth2 error code of each error.
+pub fn classify(err: &Error) -> (Code, &'static str, &'static str) {
+    match err {
+        Error::Malformed { .. } => (
+            Code::InvalidArgument,
+            "MALFORMED_REQUEST",
+            "invalid_request",
+        ),
+        Error::TokenInvalid => (Code::Unauthenticated, "TOKEN_INVALID", "invalid_grant"),
+        Error::InvalidClient => (Code::Unauthenticated, "INVALID_CLIENT", "invalid_client"),
+        Error::ClientMismatch => (Code::Unauthenticated, "CLIENT_MISMATCH", "invalid_grant"),
+        Error::TokenExpired => (Code::Unauthenticated, "TOKEN_EXPIRED", "invalid_grant"),
+        Error::TokenRevoked => (Code::Unauthenticated, "TOKEN_REVOKED", "invalid_grant"),
+        Error::TokenReused { .. } => (Code::Unauthenticated, "TOKEN_REUSED", "invalid_grant"),
+        Error::InvalidScope(_) => (Code::InvalidArgument, "INVALID_SCOPE", "invalid_scope"),
+        Error::StoreUnavailable(_) => (
+            Code::Unavailable,
+            "STORE_UNAVAILABLE",
+            "temporarily_unavailable",
+        ),
+        Error::ClientExists(_) => (Code::AlreadyExists, "CLIENT_EXISTS", "invalid_request"),
+        Error::ClientNotFound(_) => (Code::NotFound, "CLIENT_NOT_FOUND", "invalid_request"),
+        Error::PublicClient(_) => (Code::FailedPrecondition, "PUBLIC_CLIENT", "invalid_request"),
+        Error::Internal(_) => (Code::Internal, "INTERNAL", "server_error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use token_core::StoreError;
+
+    #[test]
+    fn statuses_carry_reason_domain_and_oauth_error() {
+        let status = to_status(&Error::TokenReused {
+            family_revoked: true,
+        });
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "TOKEN_REUSED");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata["oauth_error"], "invalid_grant");
+        assert_eq!(info.metadata["family_revoked"], "true");
+    }
+
+    #[test]
+    fn unavailable_carries_retry_info_and_internal_hides_detail() {
+        let status = to_status(&Error::StoreUnavailable(StoreError::Unavailable(
+            "x".into(),
+        )));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.get_details_retry_info().is_some());
+        let status = to_status(&Error::Internal("secret detail".into()));
+        assert_eq!(status.message(), "internal error");
+    }
+}

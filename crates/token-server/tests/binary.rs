@@ -1,0 +1,240 @@
+//! The real `token-server` binary, as an operator runs it: configured by environment, keyring
+//! from `token-server keygen`, logging at `trace`, stopped by SIGTERM. While it serves a mixed
+//! workload (successes, replays, every kind of refusal), everything it logs is captured; at
+//! the end no token, MAC, client secret or key appears in the log.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use test_support::{RedisServer, free_port};
+use token_proto::v1 as pb;
+use token_proto::v1::client_registry_client::ClientRegistryClient;
+use token_proto::v1::token_service_client::TokenServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_token-server");
+
+/// Everything secret the workload saw, to be searched for in the log.
+#[derive(Default)]
+struct Secrets(Vec<String>);
+
+impl Secrets {
+    fn token(&mut self, token: &str) {
+        self.0.push(token.to_owned());
+        // The MAC alone must not appear either.
+        if let Some(mac) = token.rsplit('.').next() {
+            self.0.push(mac.to_owned());
+        }
+    }
+
+    fn pair(&mut self, pair: &pb::TokenPair) {
+        self.token(&pair.access_token);
+        self.token(&pair.refresh_token);
+    }
+}
+
+fn keygen(dir: &Path) -> (std::path::PathBuf, String) {
+    let output = Command::new(BINARY)
+        .arg("keygen")
+        .output()
+        .expect("keygen runs");
+    assert!(output.status.success(), "keygen failed: {output:?}");
+    let text = String::from_utf8(output.stdout).expect("keygen prints text");
+    let secret = text
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("keygen prints `<id> <secret> sign`")
+        .to_owned();
+    let path = dir.join("keyring");
+    std::fs::write(&path, text).unwrap();
+    (path, secret)
+}
+
+async fn wait_until_serving(channel: Channel) {
+    let mut health = HealthClient::new(channel);
+    // Readiness probe: the server reports NOT_SERVING until its first Redis ping succeeds.
+    for _ in 0..200 {
+        let status = health
+            .check(HealthCheckRequest {
+                service: "tokens.v1.TokenService".to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("token-server never reported SERVING");
+}
+
+async fn connect(addr: &str) -> Channel {
+    for _ in 0..200 {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("token-server never accepted a connection on {addr}");
+}
+
+#[tokio::test]
+async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (keyring, key_secret) = keygen(dir.path());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(BINARY)
+        .env("TOKEN_LISTEN", &addr)
+        .env("TOKEN_REDIS_URL", redis.url())
+        .env("TOKEN_KEYRING", &keyring)
+        .env("TOKEN_GRACE_PERIOD", "60s")
+        .env("RUST_LOG", "trace")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("token-server starts");
+
+    let channel = connect(&addr).await;
+    wait_until_serving(channel.clone()).await;
+    let mut registry = ClientRegistryClient::new(channel.clone());
+    let mut tokens = TokenServiceClient::new(channel);
+    let mut secrets = Secrets::default();
+    secrets.0.push(key_secret);
+
+    let created = registry
+        .create_client(pb::CreateClientRequest {
+            client_id: "log-check".to_owned(),
+            name: "log check".to_owned(),
+            client_type: "confidential".to_owned(),
+            allowed_scopes: vec!["read".to_owned()],
+            reuse_policy: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.0.push(created.client_secret.clone());
+    let refresh = |token: &str, secret: &str| pb::RefreshTokenPairRequest {
+        client_id: "log-check".to_owned(),
+        client_secret: secret.to_owned(),
+        refresh_token: token.to_owned(),
+        scopes: vec![],
+    };
+
+    let first = tokens
+        .issue_token_pair(pb::IssueTokenPairRequest {
+            client_id: "log-check".to_owned(),
+            subject: "alice".to_owned(),
+            scopes: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.pair(&first);
+    let second = tokens
+        .refresh_token_pair(refresh(&first.refresh_token, &created.client_secret))
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.pair(&second);
+    let replay = tokens
+        .refresh_token_pair(refresh(&first.refresh_token, &created.client_secret))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(replay.replayed);
+
+    // Refusals of every kind, each carrying something secret in the request.
+    let wrong_secret = format!("{}x", created.client_secret);
+    secrets.0.push(wrong_secret.clone());
+    let tampered = format!(
+        "{}A",
+        &second.refresh_token[..second.refresh_token.len() - 1]
+    );
+    secrets.token(&tampered);
+    for request in [
+        refresh(&second.refresh_token, &wrong_secret),
+        refresh(&tampered, &created.client_secret),
+        refresh(&second.access_token, &created.client_secret),
+    ] {
+        assert!(tokens.refresh_token_pair(request).await.is_err());
+    }
+    tokens
+        .introspect_token(pb::IntrospectTokenRequest {
+            token: second.access_token.clone(),
+        })
+        .await
+        .unwrap();
+    let rotated = registry
+        .rotate_client_secret(pb::RotateClientSecretRequest {
+            client_id: "log-check".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.0.push(rotated.client_secret.clone());
+    tokens
+        .revoke_token(pb::RevokeTokenRequest {
+            client_id: "log-check".to_owned(),
+            client_secret: rotated.client_secret.clone(),
+            token: second.refresh_token.clone(),
+            token_type_hint: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        tokens
+            .refresh_token_pair(refresh(&second.refresh_token, &rotated.client_secret))
+            .await
+            .is_err()
+    );
+
+    // SIGTERM: the server drains and exits successfully.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdin(Stdio::null())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "token-server exited with {exit}");
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("token-server serving"),
+        "the log was not captured:\n{log}"
+    );
+    assert!(
+        log.contains("TOKEN_INVALID"),
+        "refusals are logged with their reason"
+    );
+    assert!(
+        log.contains("TRACE"),
+        "trace-level lines (gRPC and HTTP/2 internals) were logged"
+    );
+    assert!(
+        log.contains("token-server stopped"),
+        "no clean stop in the log"
+    );
+    for secret in &secrets.0 {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the log contains a secret ({} characters long)",
+            secret.len()
+        );
+    }
+}

@@ -1,0 +1,30 @@
+-- Registers a client unless its id exists or existed (deleted ids stay reserved, so a new
+-- client can never inherit an old one's token families).
+-- KEYS[1]: the client hash ("<prefix>c:{<client id>}")
+-- ARGV[1]: name
+-- ARGV[2]: client type: "confidential" or "public"
+-- ARGV[3]: allowed scopes, space-separated (may be empty)
+-- ARGV[4]: reuse policy: "revoke-family" or "reject-only"
+-- ARGV[5]: SHA-256 of the secret (empty for public clients)
+-- ARGV[6]: now, ms since the epoch
+-- Returns: 1 when created, 0 when the id is taken.
+-- A non-negative whole number written in plain digits, or nil: fractions, exponents and
+-- signs are refused before anything is written (a later PEXPIRE would fail mid-script).
+local function whole(v)
+  if type(v) == 'string' and string.match(v, '^%d+$') then
+    return tonumber(v)
+  end
+  return nil
+end
+if ARGV[1] == '' or not whole(ARGV[6])
+    or (ARGV[2] ~= 'confidential' and ARGV[2] ~= 'public')
+    or (ARGV[4] ~= 'revoke-family' and ARGV[4] ~= 'reject-only')
+    or ((ARGV[2] == 'confidential') ~= (ARGV[5] ~= '')) then
+  return redis.error_reply('ERR create_client: invalid arguments')
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'n', ARGV[1], 'ty', ARGV[2], 'sc', ARGV[3], 'rp', ARGV[4],
+  'h', ARGV[5], 'ca', ARGV[6])
+return 1

@@ -1,0 +1,333 @@
+//! [`RedisStore`]: the [`Store`] over Redis.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncCommands as _, RetryMethod};
+use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
+use token_core::store::{
+    Current, FamilyState, FamilyStatus, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest,
+    Rotation,
+};
+use token_core::{Client, FamilyId, Scopes, Store, StoreError};
+
+use crate::keys::KeyLayout;
+use crate::scripts;
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    /// Connections in the pool; each is multiplexed, so a few carry many requests.
+    pub pool_size: usize,
+    /// Bound on every Redis call, pool wait included. A call that times out may have run;
+    /// every operation is safe to retry, so callers just get "unavailable".
+    pub timeout: Duration,
+    pub key_prefix: String,
+}
+
+/// Family and client state in one Redis (single node).
+#[derive(Clone)]
+pub struct RedisStore {
+    pool: Pool,
+    keys: KeyLayout,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// Builds the pool. Connects lazily: a Redis that is down now is not an error here.
+    pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
+        let mut pool_config = PoolConfig::new(config.pool_size.max(1));
+        pool_config.timeouts = Timeouts {
+            wait: Some(config.timeout),
+            create: Some(config.timeout),
+            recycle: Some(config.timeout),
+        };
+        let mut redis_config = deadpool_redis::Config::from_url(config.url.clone());
+        redis_config.pool = Some(pool_config);
+        let pool = redis_config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|err| StoreError::Corrupt(format!("invalid Redis configuration: {err}")))?;
+        Ok(Self {
+            pool,
+            keys: KeyLayout::new(config.key_prefix.clone()),
+            timeout: config.timeout,
+        })
+    }
+
+    pub fn keys(&self) -> &KeyLayout {
+        &self.keys
+    }
+
+    /// A round trip to Redis, for health checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call(
+            |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs one operation on a pooled connection under the store's timeout.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            let conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|err| StoreError::Unavailable(format!("no connection: {err}")))?;
+            op(conn).await.map_err(classify)
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("no reply within {:?}", self.timeout)))?
+    }
+}
+
+/// Errors that a retry may cure are "unavailable"; the rest mean a broken invariant.
+fn classify(err: redis::RedisError) -> StoreError {
+    match err.retry_method() {
+        RetryMethod::NoRetry => StoreError::Corrupt(err.to_string()),
+        _ => StoreError::Unavailable(err.to_string()),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn number(field: Option<&String>, what: &str) -> Result<u64, StoreError> {
+    field
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| corrupt(what))
+}
+
+impl Store for RedisStore {
+    async fn create_family(&self, family: &NewFamily) -> Result<(), StoreError> {
+        let key = self.keys.family(family.family);
+        let _: String = self
+            .call(|mut conn| async move {
+                scripts::ISSUE
+                    .key(key)
+                    .arg(&family.client_id)
+                    .arg(&family.subject)
+                    .arg(family.scopes.to_space_separated())
+                    .arg(family.now_ms)
+                    .arg(&family.key_id)
+                    .arg(family.absolute_expiry_ms)
+                    .arg(family.idle_ttl_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn rotate(&self, req: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {
+        let key = self.keys.family(req.family);
+        let reply: Vec<String> = self
+            .call(|mut conn| async move {
+                scripts::ROTATE
+                    .key(key)
+                    .arg(req.presented_generation)
+                    .arg(req.client_id)
+                    .arg(req.now_ms)
+                    .arg(req.grace_ms)
+                    .arg(req.idle_ttl_ms)
+                    .arg(req.signing_key_id)
+                    .arg(req.reuse_policy.as_str())
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        parse_rotate_reply(&reply)
+    }
+
+    async fn revoke(
+        &self,
+        family: FamilyId,
+        client_id: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let key = self.keys.family(family);
+        let reply: String = self
+            .call(|mut conn| async move {
+                scripts::REVOKE
+                    .key(key)
+                    .arg(client_id)
+                    .arg(reason)
+                    .arg(now_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        match reply.as_str() {
+            "revoked" => Ok(RevokeOutcome::Revoked),
+            "already_revoked" => Ok(RevokeOutcome::AlreadyRevoked),
+            "not_found" => Ok(RevokeOutcome::NotFound),
+            "client_mismatch" => Ok(RevokeOutcome::ClientMismatch),
+            _ => Err(corrupt("revoke: unknown outcome")),
+        }
+    }
+
+    async fn family(&self, family: FamilyId) -> Result<Option<FamilyState>, StoreError> {
+        let key = self.keys.family(family);
+        let fields: HashMap<String, String> = self
+            .call(|mut conn| async move { conn.hgetall(key).await })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .cloned()
+                .ok_or_else(|| corrupt("family: missing field"))
+        };
+        let status = match fields.get("st").map(String::as_str) {
+            Some("a") => FamilyStatus::Active,
+            Some("r") => FamilyStatus::Revoked {
+                reason: text("rr")?,
+                at_ms: number(fields.get("rt"), "family: bad revoke time")?,
+            },
+            _ => return Err(corrupt("family: bad status")),
+        };
+        Ok(Some(FamilyState {
+            client_id: text("c")?,
+            subject: text("s")?,
+            scopes: Scopes::from_space_separated(&text("sc")?),
+            generation: number(fields.get("g"), "family: bad generation")?,
+            rotated_at_ms: number(fields.get("t"), "family: bad rotation time")?,
+            key_id: text("k")?,
+            status,
+            absolute_expiry_ms: number(fields.get("x"), "family: bad expiry")?,
+        }))
+    }
+
+    async fn create_client(&self, client: &Client) -> Result<bool, StoreError> {
+        let key = self.keys.client(&client.client_id);
+        let created: i64 = self
+            .call(|mut conn| async move {
+                scripts::CREATE_CLIENT
+                    .key(key)
+                    .arg(&client.name)
+                    .arg(client.client_type.as_str())
+                    .arg(client.allowed_scopes.to_space_separated())
+                    .arg(client.reuse_policy.as_str())
+                    .arg(&client.secret_hash)
+                    .arg(client.created_at_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(created == 1)
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        let key = self.keys.client(client_id);
+        let fields: HashMap<String, String> = self
+            .call(|mut conn| async move { conn.hgetall(key).await })
+            .await?;
+        if fields.is_empty() || fields.contains_key("del") {
+            return Ok(None);
+        }
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .cloned()
+                .ok_or_else(|| corrupt("client: missing field"))
+        };
+        let client_type = text("ty")?
+            .parse()
+            .map_err(|_| corrupt("client: bad type"))?;
+        let reuse_policy = text("rp")?
+            .parse()
+            .map_err(|_| corrupt("client: bad reuse policy"))?;
+        Ok(Some(Client {
+            client_id: client_id.to_owned(),
+            name: text("n")?,
+            client_type,
+            allowed_scopes: Scopes::from_space_separated(&text("sc")?),
+            reuse_policy,
+            secret_hash: text("h")?,
+            created_at_ms: number(fields.get("ca"), "client: bad creation time")?,
+        }))
+    }
+
+    async fn set_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let key = self.keys.client(client_id);
+        let replaced: i64 = self
+            .call(|mut conn| async move {
+                scripts::SET_CLIENT_SECRET
+                    .key(key)
+                    .arg(secret_hash)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(replaced == 1)
+    }
+
+    async fn delete_client(&self, client_id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let key = self.keys.client(client_id);
+        let deleted: i64 = self
+            .call(|mut conn| async move {
+                scripts::DELETE_CLIENT
+                    .key(key)
+                    .arg(now_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+}
+
+/// Reads the reply of `rotate.lua` (its header is the contract).
+fn parse_rotate_reply(reply: &[String]) -> Result<RotateOutcome, StoreError> {
+    let outcome = reply
+        .first()
+        .ok_or_else(|| corrupt("rotate: empty reply"))?;
+    let rotation = match outcome.as_str() {
+        "expired" => return Ok(RotateOutcome::Expired),
+        "revoked" => return Ok(RotateOutcome::Revoked),
+        "client_mismatch" => return Ok(RotateOutcome::ClientMismatch),
+        "reused_revoked" => {
+            return Ok(RotateOutcome::Reused {
+                family_revoked: true,
+            });
+        }
+        "reused_rejected" => {
+            return Ok(RotateOutcome::Reused {
+                family_revoked: false,
+            });
+        }
+        "rotated" => Rotation::Rotated,
+        "replayed" => Rotation::Replayed,
+        "rolled_forward" => Rotation::RolledForward,
+        _ => return Err(corrupt("rotate: unknown outcome")),
+    };
+    let [_, generation, rotated_at, key_id, scopes, absolute_expiry] = reply else {
+        return Err(corrupt("rotate: short reply"));
+    };
+    Ok(RotateOutcome::Issued(
+        rotation,
+        Current {
+            generation: number(Some(generation), "rotate: bad generation")?,
+            rotated_at_ms: number(Some(rotated_at), "rotate: bad rotation time")?,
+            key_id: key_id.clone(),
+            scopes: Scopes::from_space_separated(scopes),
+            absolute_expiry_ms: number(Some(absolute_expiry), "rotate: bad expiry")?,
+        },
+    ))
+}

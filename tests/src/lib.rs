@@ -1,0 +1,206 @@
+//! Harness for the end-to-end tests in `tests/tests/`: token servers started in-process on
+//! `127.0.0.1:0` against real `redis-server` processes, and gRPC clients over real sockets.
+//!
+//! # Layout
+//! - [`TestServer`]: one token-server instance; several may share one Redis.
+//! - [`ServerOptions`]: lifetimes, clock, keyring and key prefix for an instance.
+//! - [`reason`]: the `ErrorInfo.reason` of a status, which is what tests assert on.
+//! - [`register_client`]: creates a client through the `ClientRegistry` RPC.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use token_core::{Clock, Keyring, Lifetimes, SystemClock, TokenService};
+use token_proto::v1 as pb;
+use token_proto::v1::client_registry_client::ClientRegistryClient;
+use token_proto::v1::token_service_client::TokenServiceClient;
+use token_server::App;
+use token_store::{RedisStore, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+pub use test_support::RedisServer;
+
+/// One keyring for every server of a test process, so instances verify each other's tokens.
+pub static KEYRING: LazyLock<Keyring> =
+    LazyLock::new(|| Keyring::parse(&Keyring::generate_line("test1")).expect("test keyring"));
+
+/// How a test server runs.
+#[derive(Clone)]
+pub struct ServerOptions {
+    pub lifetimes: Lifetimes,
+    pub clock: Arc<dyn Clock>,
+    pub keyring: Keyring,
+    pub key_prefix: String,
+    pub redis_timeout: Duration,
+    pub pool_size: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            lifetimes: Lifetimes::default(),
+            clock: Arc::new(SystemClock),
+            keyring: KEYRING.clone(),
+            key_prefix: "t:".to_owned(),
+            redis_timeout: Duration::from_secs(5),
+            pool_size: 8,
+        }
+    }
+}
+
+/// A token server running in this process on a loopback port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// The use cases behind the server, for reading the store directly.
+    pub service: Arc<TokenService<RedisStore>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), token_server::ServerError>>,
+}
+
+impl TestServer {
+    pub async fn start(redis_url: &str, options: ServerOptions) -> Self {
+        let app = App::new(
+            &StoreConfig {
+                url: redis_url.to_owned(),
+                pool_size: options.pool_size,
+                timeout: options.redis_timeout,
+                key_prefix: options.key_prefix.clone(),
+            },
+            options.keyring.clone(),
+            options.clock.clone(),
+            options.lifetimes,
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+        )
+        .expect("cannot build the app");
+        let service = app.service.clone();
+        // Bound before `run` starts, so clients may connect at once: the kernel queues them.
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("cannot bind a loopback port");
+        let addr = listener.local_addr().expect("listener address");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(token_server::run(listener, app, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            service,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("cannot connect to the test server")
+    }
+
+    pub async fn tokens(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::new(self.channel().await)
+    }
+
+    pub async fn registry(&self) -> ClientRegistryClient<Channel> {
+        ClientRegistryClient::new(self.channel().await)
+    }
+
+    /// Signals shutdown and waits for the server to drain and stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("server task panicked")
+            .expect("server failed");
+    }
+}
+
+/// A registered client as the tests use it.
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    pub client_id: String,
+    /// Empty for public clients.
+    pub client_secret: String,
+}
+
+/// Registers a client through the `ClientRegistry` RPC.
+pub async fn register_client(
+    registry: &mut ClientRegistryClient<Channel>,
+    client_type: &str,
+    reuse_policy: &str,
+    allowed_scopes: &[&str],
+) -> TestClient {
+    let created = registry
+        .create_client(pb::CreateClientRequest {
+            client_id: String::new(),
+            name: "test client".to_owned(),
+            client_type: client_type.to_owned(),
+            allowed_scopes: allowed_scopes.iter().map(|s| s.to_string()).collect(),
+            reuse_policy: reuse_policy.to_owned(),
+        })
+        .await
+        .expect("CreateClient failed")
+        .into_inner();
+    TestClient {
+        client_id: created.client_id,
+        client_secret: created.client_secret,
+    }
+}
+
+/// Issues a first pair for `client` and `subject` with all of the client's scopes.
+pub async fn issue(
+    tokens: &mut TokenServiceClient<Channel>,
+    client: &TestClient,
+    subject: &str,
+) -> pb::TokenPair {
+    tokens
+        .issue_token_pair(pb::IssueTokenPairRequest {
+            client_id: client.client_id.clone(),
+            subject: subject.to_owned(),
+            scopes: vec![],
+        })
+        .await
+        .expect("IssueTokenPair failed")
+        .into_inner()
+}
+
+/// The refresh request a client makes with `refresh_token`.
+pub fn refresh_request(client: &TestClient, refresh_token: &str) -> pb::RefreshTokenPairRequest {
+    pb::RefreshTokenPairRequest {
+        client_id: client.client_id.clone(),
+        client_secret: client.client_secret.clone(),
+        refresh_token: refresh_token.to_owned(),
+        scopes: vec![],
+    }
+}
+
+/// The `google.rpc.ErrorInfo` reason of a status, or a panic naming what was there instead.
+pub fn reason(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("status without ErrorInfo: {status:?}"))
+        .reason
+}
+
+/// The OAuth2 error code carried in the `ErrorInfo` metadata.
+pub fn oauth_error(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .and_then(|info| info.metadata.get("oauth_error").cloned())
+        .unwrap_or_else(|| panic!("status without oauth_error: {status:?}"))
+}
