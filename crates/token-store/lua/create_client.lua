@@ -7,15 +7,8 @@
 -- ARGV[4]: reuse policy: "revoke-family" or "reject-only"
 -- ARGV[5]: SHA-256 of the secret (empty for public clients)
 -- ARGV[6]: now, ms since the epoch
+-- Needs: prelude.lua (whole), prepended at load time.
 -- Returns: 1 when created, 0 when the id is taken.
--- A non-negative whole number written in plain digits, or nil: fractions, exponents and
--- signs are refused before anything is written (a later PEXPIRE would fail mid-script).
-local function whole(v)
-  if type(v) == 'string' and string.match(v, '^%d+$') then
-    return tonumber(v)
-  end
-  return nil
-end
 if ARGV[1] == '' or not whole(ARGV[6])
     or (ARGV[2] ~= 'confidential' and ARGV[2] ~= 'public')
     or (ARGV[4] ~= 'revoke-family' and ARGV[4] ~= 'reject-only')

@@ -1,15 +1,8 @@
 -- Deletes a live client, leaving a tombstone that keeps its id reserved.
 -- KEYS[1]: the client hash
 -- ARGV[1]: now, ms since the epoch
+-- Needs: prelude.lua (whole), prepended at load time.
 -- Returns: 1 when deleted, 0 when there is no live client.
--- A non-negative whole number written in plain digits, or nil: fractions, exponents and
--- signs are refused before anything is written (a later PEXPIRE would fail mid-script).
-local function whole(v)
-  if type(v) == 'string' and string.match(v, '^%d+$') then
-    return tonumber(v)
-  end
-  return nil
-end
 if not whole(ARGV[1]) then
   return redis.error_reply('ERR delete_client: invalid arguments')
 end

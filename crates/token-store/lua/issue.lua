@@ -7,15 +7,8 @@
 -- ARGV[5]: id of the key that signs generation 1
 -- ARGV[6]: absolute expiry, ms since the epoch
 -- ARGV[7]: idle TTL, ms
+-- Needs: prelude.lua (whole), prepended at load time.
 -- Returns: "created", or an error if the family exists or an argument is invalid.
--- A non-negative whole number written in plain digits, or nil: fractions, exponents and
--- signs are refused before anything is written (a later PEXPIRE would fail mid-script).
-local function whole(v)
-  if type(v) == 'string' and string.match(v, '^%d+$') then
-    return tonumber(v)
-  end
-  return nil
-end
 local now = whole(ARGV[4])
 local absolute_expiry = whole(ARGV[6])
 local idle_ttl = whole(ARGV[7])

@@ -3,15 +3,8 @@
 -- ARGV[1]: id of the authenticated client
 -- ARGV[2]: reason recorded on the family
 -- ARGV[3]: now, ms since the epoch
+-- Needs: prelude.lua (whole), prepended at load time.
 -- Returns: "revoked", "already_revoked", "not_found" or "client_mismatch".
--- A non-negative whole number written in plain digits, or nil: fractions, exponents and
--- signs are refused before anything is written (a later PEXPIRE would fail mid-script).
-local function whole(v)
-  if type(v) == 'string' and string.match(v, '^%d+$') then
-    return tonumber(v)
-  end
-  return nil
-end
 if ARGV[1] == '' or ARGV[2] == '' or not whole(ARGV[3]) then
   return redis.error_reply('ERR revoke: invalid arguments')
 end

@@ -8,18 +8,11 @@
 -- ARGV[5]: idle TTL, ms
 -- ARGV[6]: id of the key that signs a new generation
 -- ARGV[7]: reuse policy: "revoke-family" or "reject-only"
+-- Needs: prelude.lua (whole), prepended at load time.
 -- Returns: {outcome} for refusals: "expired", "revoked", "client_mismatch",
 --          "reused_revoked" (family revoked now), "reused_rejected" (family kept);
 --          {outcome, g, t, key id, scopes, absolute expiry} for "rotated", "replayed" and
 --          "rolled_forward", describing the generation whose pair the caller gets.
--- A non-negative whole number written in plain digits, or nil: fractions, exponents and
--- signs are refused before anything is written (a later PEXPIRE would fail mid-script).
-local function whole(v)
-  if type(v) == 'string' and string.match(v, '^%d+$') then
-    return tonumber(v)
-  end
-  return nil
-end
 local p = whole(ARGV[1])
 local now = whole(ARGV[3])
 local grace = whole(ARGV[4])

@@ -1,22 +1,33 @@
 //! The Lua scripts, one file per state change, each compiled into the binary and sent to Redis
 //! by SHA (EVALSHA, loading on NOSCRIPT). Their contracts are in the headers of the files.
+//! Each is prefixed with `lua/prelude.lua`, the argument checks they share.
 
 use std::sync::LazyLock;
 
 use deadpool_redis::redis::Script;
+
+/// The source of `lua/<file>` with the shared prelude in front, as one literal.
+macro_rules! with_prelude {
+    ($file:literal) => {
+        concat!(
+            include_str!("../lua/prelude.lua"),
+            include_str!(concat!("../lua/", $file))
+        )
+    };
+}
 
 /// The refresh state machine.
 pub static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new(ROTATE_SOURCE));
 pub static ISSUE: LazyLock<Script> = LazyLock::new(|| Script::new(ISSUE_SOURCE));
 pub static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(REVOKE_SOURCE));
 pub static CREATE_CLIENT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/create_client.lua")));
+    LazyLock::new(|| Script::new(with_prelude!("create_client.lua")));
 pub static SET_CLIENT_SECRET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/set_client_secret.lua")));
+    LazyLock::new(|| Script::new(with_prelude!("set_client_secret.lua")));
 pub static DELETE_CLIENT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/delete_client.lua")));
+    LazyLock::new(|| Script::new(with_prelude!("delete_client.lua")));
 
 /// Sources, public so that benchmarks can load exactly the script the service runs.
-pub const ROTATE_SOURCE: &str = include_str!("../lua/rotate.lua");
-pub const ISSUE_SOURCE: &str = include_str!("../lua/issue.lua");
-pub const REVOKE_SOURCE: &str = include_str!("../lua/revoke.lua");
+pub const ROTATE_SOURCE: &str = with_prelude!("rotate.lua");
+pub const ISSUE_SOURCE: &str = with_prelude!("issue.lua");
+pub const REVOKE_SOURCE: &str = with_prelude!("revoke.lua");
