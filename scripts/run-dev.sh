@@ -25,7 +25,8 @@ if ! redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
   redis-cli -u "$redis_url" ping >/dev/null
 fi
 
-cargo build --release --quiet -p token-server
+echo "run: building token-server (release; the first build takes a few minutes)"
+cargo build --release -p token-server
 if [ ! -f .dev/keyring ]; then
   mkdir -p .dev
   (umask 077 && target/release/token-server keygen > .dev/keyring)

@@ -27,6 +27,7 @@ async fn the_printed_grpcurl_examples_work() {
     // The second refresh of the same token is a replay; the revoked token is then inactive.
     assert_eq!(stdout.matches("\"replayed\": true").count(), 1, "{stdout}");
     assert_eq!(stdout.matches("\"active\": true").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("\"active\": false").count(), 1, "{stdout}");
     assert!(stdout.contains("tokens.v1.TokenService"), "{stdout}");
     server.stop().await;
 }

@@ -2,11 +2,12 @@
 //!
 //! # Layout
 //! - [`init`]: installs the global `tracing` subscriber: `EnvFilter` from `RUST_LOG`
-//!   (default `info`), pretty or JSON lines on stderr.
+//!   (default `info`), pretty (coloured only on a terminal) or JSON lines on stderr.
 //! - [`LogFormat`]: the two output formats.
 
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal as _;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
@@ -47,6 +48,8 @@ pub fn init(service_name: &'static str, format: LogFormat) -> Guard {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in files and log pipelines they are noise.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(true);
     match format {
         LogFormat::Pretty => builder.init(),

@@ -35,21 +35,21 @@ pub use config::{Cli, Command, Config, ConfigError};
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot read keyring {path}: {source}")]
+    #[error("cannot read keyring {path}")]
     KeyringRead {
         path: String,
         source: std::io::Error,
     },
-    #[error("keyring {path}: {source}")]
+    #[error("invalid keyring {path}")]
     Keyring {
         path: String,
         source: token_core::keyring::KeyringError,
     },
-    #[error("Redis configuration: {0}")]
+    #[error("invalid Redis configuration")]
     Store(#[from] token_core::StoreError),
-    #[error("cannot build the reflection service: {0}")]
+    #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("gRPC transport: {0}")]
+    #[error("gRPC transport failed")]
     Transport(#[from] tonic::transport::Error),
 }
 
@@ -71,6 +71,7 @@ impl App {
             path: shown.clone(),
             source,
         })?;
+        warn_if_readable_by_others(&path);
         let keyring = Keyring::parse(&text).map_err(|source| ServerError::Keyring {
             path: shown,
             source,
@@ -101,6 +102,21 @@ impl App {
             health_interval,
             shutdown_timeout,
         })
+    }
+}
+
+/// Signing keys deserve owner-only permissions; say so loudly, but still start (a mounted
+/// Kubernetes Secret may legitimately be group-readable).
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the keyring is readable by group or others; chmod 600 it"
+        );
     }
 }
 
