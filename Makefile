@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # grpcurl lives in the project virtualenv made by scripts/deps.sh.
 export PATH := $(CURDIR)/.tools/venv/bin:$(PATH)
 
-.PHONY: run test lint deps fmt
+.PHONY: run test bench lint deps fmt
 
 ## run: install what is missing, start Redis if none answers, serve on 127.0.0.1:50051
 run:
@@ -12,6 +12,10 @@ run:
 ## test: every test, against real redis-server processes the tests start themselves
 test: deps
 	cargo test --workspace --all-targets
+
+## bench: release build; ceiling, throughput, storm and memory figures in one run
+bench:
+	scripts/bench.sh
 
 ## lint: formatting and clippy, warnings as errors
 lint:

@@ -17,7 +17,7 @@ use token_core::{Clock, Keyring, Lifetimes, SystemClock, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
-use token_server::App;
+use token_server::{App, AppOptions};
 use token_store::{RedisStore, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -40,6 +40,8 @@ pub struct ServerOptions {
     pub key_prefix: String,
     pub redis_timeout: Duration,
     pub pool_size: usize,
+    /// The production default, 1 s: tests see what operators get.
+    pub client_cache_ttl: Duration,
 }
 
 impl Default for ServerOptions {
@@ -51,6 +53,7 @@ impl Default for ServerOptions {
             key_prefix: "t:".to_owned(),
             redis_timeout: Duration::from_secs(5),
             pool_size: 8,
+            client_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -75,9 +78,12 @@ impl TestServer {
             },
             options.keyring.clone(),
             options.clock.clone(),
-            options.lifetimes,
-            Duration::from_millis(100),
-            Duration::from_secs(10),
+            AppOptions {
+                lifetimes: options.lifetimes,
+                client_cache_ttl: options.client_cache_ttl,
+                health_interval: Duration::from_millis(100),
+                shutdown_timeout: Duration::from_secs(10),
+            },
         )
         .expect("cannot build the app");
         let service = app.service.clone();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::{self, Client, ClientType, ReusePolicy};
+use crate::client_cache::ClientCache;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::keyring::Keyring;
@@ -126,6 +127,8 @@ pub struct TokenService<S> {
     keyring: Keyring,
     clock: Arc<dyn Clock>,
     lifetimes: Lifetimes,
+    /// Off (TTL zero) unless [`TokenService::with_client_cache`] turns it on.
+    clients: ClientCache,
 }
 
 impl<S: Store> TokenService<S> {
@@ -135,7 +138,14 @@ impl<S: Store> TokenService<S> {
             keyring,
             clock,
             lifetimes,
+            clients: ClientCache::new(Duration::ZERO),
         }
+    }
+
+    /// Caches client records for `ttl` (see [`ClientCache`] for the staleness it allows).
+    pub fn with_client_cache(mut self, ttl: Duration) -> Self {
+        self.clients = ClientCache::new(ttl);
+        self
     }
 
     pub fn store(&self) -> &S {
@@ -152,7 +162,6 @@ impl<S: Store> TokenService<S> {
         validate::required("subject", req.subject, MAX_SUBJECT_LEN)?;
         let requested = Scopes::parse("scopes", req.scopes)?;
         let client = self
-            .store
             .client(req.client_id)
             .await?
             .ok_or(Error::InvalidClient)?;
@@ -166,7 +175,7 @@ impl<S: Store> TokenService<S> {
         let now_ms = self.clock.now_ms();
         let family = NewFamily {
             family: FamilyId::random(),
-            client_id: client.client_id,
+            client_id: client.client_id.clone(),
             subject: req.subject.to_owned(),
             scopes,
             now_ms,
@@ -316,7 +325,7 @@ impl<S: Store> TokenService<S> {
             }
         };
         // A deleted client's tokens are dead too.
-        if self.store.client(&family.client_id).await?.is_none() {
+        if self.client(&family.client_id).await?.is_none() {
             return Ok(None);
         }
         Ok(Some(Introspection {
@@ -384,6 +393,7 @@ impl<S: Store> TokenService<S> {
             return Err(Error::PublicClient(client.client_id));
         }
         let (client_secret, secret_hash) = client::generate_secret();
+        self.clients.forget(&client.client_id);
         if !self
             .store
             .set_client_secret(&client.client_id, &secret_hash)
@@ -391,6 +401,8 @@ impl<S: Store> TokenService<S> {
         {
             return Err(Error::ClientNotFound(client.client_id));
         }
+        // Again after the write: a read racing with it may have cached the old record.
+        self.clients.forget(&client.client_id);
         Ok(IssuedSecret {
             client_id: client.client_id,
             client_secret,
@@ -399,25 +411,36 @@ impl<S: Store> TokenService<S> {
 
     pub async fn delete_client(&self, client_id: &str) -> Result<(), Error> {
         validate::client_id("client_id", client_id)?;
+        self.clients.forget(client_id);
         if self
             .store
             .delete_client(client_id, self.clock.now_ms())
             .await?
         {
+            self.clients.forget(client_id);
             Ok(())
         } else {
             Err(Error::ClientNotFound(client_id.to_owned()))
         }
     }
 
-    async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Client, Error> {
-        let client = self
+    async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Arc<Client>, Error> {
+        let client = self.client(client_id).await?.ok_or(Error::InvalidClient)?;
+        client.authenticate(secret)?;
+        Ok(client)
+    }
+
+    /// A live client, from the cache when fresh enough, else from the store.
+    async fn client(&self, client_id: &str) -> Result<Option<Arc<Client>>, Error> {
+        let now_ms = self.clock.now_ms();
+        if let Some(client) = self.clients.get(client_id, now_ms) {
+            return Ok(Some(client));
+        }
+        Ok(self
             .store
             .client(client_id)
             .await?
-            .ok_or(Error::InvalidClient)?;
-        client.authenticate(secret)?;
-        Ok(client)
+            .map(|client| self.clients.put(client, now_ms)))
     }
 
     /// Derives the pair of `current`: the same inputs always give the same tokens, which is

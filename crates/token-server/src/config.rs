@@ -69,6 +69,11 @@ pub struct Config {
     #[arg(long, env = "TOKEN_REFRESH_ABSOLUTE_TTL", default_value = "90days", value_parser = humantime::parse_duration)]
     pub refresh_absolute_ttl: Duration,
 
+    /// How long a client record read from Redis is reused. Other instances see a rotated
+    /// secret or a deleted client within this time; 0s reads Redis on every call.
+    #[arg(long, env = "TOKEN_CLIENT_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub client_cache_ttl: Duration,
+
     /// Bound on every Redis call, pool wait included.
     #[arg(long, env = "TOKEN_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,

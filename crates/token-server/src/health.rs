@@ -29,6 +29,7 @@ pub async fn watch_store(
         let status = match store.ping().await {
             Ok(()) => ServingStatus::Serving,
             Err(err) => {
+                store.reset_connections().await;
                 if last != Some(ServingStatus::NotServing) {
                     tracing::warn!(error = %err, "Redis unreachable: reporting NOT_SERVING");
                 }

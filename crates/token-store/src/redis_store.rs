@@ -2,15 +2,20 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, AsyncCommands as _, RetryMethod};
-use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::io::tcp::TcpSettings;
+use deadpool_redis::redis::{self, AsyncCommands as _, IntoConnectionInfo as _, RetryMethod};
+use deadpool_redis::{Connection, Manager, Pool, Runtime};
 use token_core::store::{
     Current, FamilyState, FamilyStatus, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest,
     Rotation,
 };
 use token_core::{Client, FamilyId, Scopes, Store, StoreError};
+use tokio::sync::Mutex;
 
 use crate::keys::KeyLayout;
 use crate::scripts;
@@ -31,6 +36,13 @@ pub struct StoreConfig {
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
+    /// Connections taken from the pool once and shared by every call. deadpool-redis checks
+    /// each connection it hands out with an UNWATCH+PING round trip, which doubled the Redis
+    /// work of a refresh; a multiplexed connection serves any number of concurrent calls, so
+    /// calls share clones of these and go back to the pool only to replace a broken one.
+    lanes: Arc<[Mutex<Option<Connection>>]>,
+    /// Round-robin over `lanes`.
+    next_lane: Arc<AtomicUsize>,
     keys: KeyLayout,
     timeout: Duration,
 }
@@ -38,19 +50,33 @@ pub struct RedisStore {
 impl RedisStore {
     /// Builds the pool. Connects lazily: a Redis that is down now is not an error here.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
-        let mut pool_config = PoolConfig::new(config.pool_size.max(1));
-        pool_config.timeouts = Timeouts {
-            wait: Some(config.timeout),
-            create: Some(config.timeout),
-            recycle: Some(config.timeout),
+        let invalid = |err: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("invalid Redis configuration: {err}"))
         };
-        let mut redis_config = deadpool_redis::Config::from_url(config.url.clone());
-        redis_config.pool = Some(pool_config);
-        let pool = redis_config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|err| StoreError::Corrupt(format!("invalid Redis configuration: {err}")))?;
+        // Small request/reply exchanges: without TCP_NODELAY, Nagle and delayed ACKs hold
+        // each reply back by up to 40 ms (redis-rs leaves it off by default).
+        let connection = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| invalid(&e))?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let manager = Manager::new(connection).map_err(|e| invalid(&e))?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .wait_timeout(Some(config.timeout))
+            .create_timeout(Some(config.timeout))
+            .recycle_timeout(Some(config.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| invalid(&e))?;
+        let lanes = (0..config.pool_size.max(1))
+            .map(|_| Mutex::new(None))
+            .collect();
         Ok(Self {
             pool,
+            lanes,
+            next_lane: Arc::new(AtomicUsize::new(0)),
             keys: KeyLayout::new(config.key_prefix.clone()),
             timeout: config.timeout,
         })
@@ -69,23 +95,68 @@ impl RedisStore {
         .map(|_| ())
     }
 
-    /// Runs one operation on a pooled connection under the store's timeout.
+    /// Runs one operation on a shared connection under the store's timeout.
     async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(Connection) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
         let attempt = async {
-            let conn = self
+            let conn = self.lane_connection(lane).await?;
+            match op(conn).await {
+                Ok(value) => Ok(value),
+                Err(err) => {
+                    if err.is_unrecoverable_error() || err.is_timeout() {
+                        self.replace_lane(lane).await;
+                    }
+                    Err(classify(err))
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                // A connection that let a call time out may be wedged: take a fresh one.
+                self.replace_lane(lane).await;
+                Err(StoreError::Unavailable(format!(
+                    "no reply within {:?}",
+                    self.timeout
+                )))
+            }
+        }
+    }
+
+    /// A clone of the lane's connection, taking one from the pool if the lane is empty. The
+    /// lane stays locked while it is filled, so each lane holds at most one pool slot and the
+    /// pool can never be drained by lanes waiting on each other.
+    async fn lane_connection(&self, lane: usize) -> Result<MultiplexedConnection, StoreError> {
+        let mut slot = self.lanes[lane].lock().await;
+        if slot.is_none() {
+            let fresh = self
                 .pool
                 .get()
                 .await
                 .map_err(|err| StoreError::Unavailable(format!("no connection: {err}")))?;
-            op(conn).await.map_err(classify)
-        };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("no reply within {:?}", self.timeout)))?
+            *slot = Some(fresh);
+        }
+        let conn = slot.as_deref().expect("the lane was just filled");
+        Ok(conn.clone())
+    }
+
+    /// Drops every shared connection, for when Redis is known to have gone away: connections
+    /// made before an outage are dead after it, and each would otherwise fail one call.
+    pub async fn reset_connections(&self) {
+        for lane in 0..self.lanes.len() {
+            self.replace_lane(lane).await;
+        }
+    }
+
+    /// Drops the lane's connection from the pool for good; the next call gets a new one.
+    async fn replace_lane(&self, lane: usize) {
+        if let Some(conn) = self.lanes[lane].lock().await.take() {
+            drop(Connection::take(conn));
+        }
     }
 }
 

@@ -1,0 +1,148 @@
+//! Connecting to the service, registering the bench client and issuing families.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::stream::{self, StreamExt as _, TryStreamExt as _};
+use token_proto::v1 as pb;
+use token_proto::v1::client_registry_client::ClientRegistryClient;
+use token_proto::v1::token_service_client::TokenServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::Target;
+
+/// Realistic sizes: a client id, a UUID subject and four OIDC scopes.
+pub const SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+pub async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(endpoint.to_owned())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {endpoint}"))
+}
+
+/// `count` HTTP/2 connections; callers are spread over them as services share channels.
+pub async fn clients(
+    endpoint: &str,
+    count: usize,
+) -> anyhow::Result<Vec<TokenServiceClient<Channel>>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        clients.push(TokenServiceClient::new(channel(endpoint).await?));
+    }
+    Ok(clients)
+}
+
+/// Polls grpc.health.v1 until the token service reports SERVING.
+pub async fn wait_ready(target: &Target, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(channel) = channel(&target.endpoint).await {
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: "tokens.v1.TokenService".to_owned(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not report SERVING within {timeout:?}",
+                target.endpoint
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A registered confidential client.
+#[derive(Clone)]
+pub struct BenchClient {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// Registers a fresh confidential client allowed the realistic scopes.
+pub async fn register(channel: Channel, policy: &str) -> anyhow::Result<BenchClient> {
+    let created = ClientRegistryClient::new(channel)
+        .create_client(pb::CreateClientRequest {
+            client_id: String::new(),
+            name: "token-bench".to_owned(),
+            client_type: "confidential".to_owned(),
+            allowed_scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
+            reuse_policy: policy.to_owned(),
+        })
+        .await
+        .context("CreateClient")?
+        .into_inner();
+    Ok(BenchClient {
+        client_id: created.client_id,
+        client_secret: created.client_secret,
+    })
+}
+
+/// Issues `count` families, `parallel` at a time, each for its own UUID-shaped subject.
+pub async fn issue_families(
+    tokens: &TokenServiceClient<Channel>,
+    client: &BenchClient,
+    count: usize,
+    parallel: usize,
+) -> anyhow::Result<Vec<pb::TokenPair>> {
+    stream::iter(0..count)
+        .map(|i| {
+            let mut tokens = tokens.clone();
+            let request = pb::IssueTokenPairRequest {
+                client_id: client.client_id.clone(),
+                subject: format!("{:08x}-4b1e-4c2a-9d7f-{:012x}", i, i * 7919),
+                scopes: vec![],
+            };
+            async move {
+                tokens
+                    .issue_token_pair(request)
+                    .await
+                    .map(|r| r.into_inner())
+                    .context("IssueTokenPair")
+            }
+        })
+        .buffer_unordered(parallel)
+        .try_collect()
+        .await
+}
+
+pub fn refresh_request(client: &BenchClient, refresh_token: &str) -> pb::RefreshTokenPairRequest {
+    pb::RefreshTokenPairRequest {
+        client_id: client.client_id.clone(),
+        client_secret: client.client_secret.clone(),
+        refresh_token: refresh_token.to_owned(),
+        scopes: vec![],
+    }
+}
+
+/// `INFO commandstats` calls of EVALSHA so far, to count Redis round trips of a mode.
+pub async fn evalsha_calls(redis_url: &str) -> anyhow::Result<u64> {
+    let info = redis_info(redis_url, "commandstats").await?;
+    Ok(info
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+pub async fn redis_info(redis_url: &str, section: &str) -> anyhow::Result<String> {
+    use deadpool_redis::redis;
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    Ok(redis::cmd("INFO")
+        .arg(section)
+        .query_async(&mut conn)
+        .await?)
+}
