@@ -320,18 +320,25 @@ impl Case {
                     family.generation = generation;
                     family.rotated_at = rotated_at;
                     family.current_pair = pair;
-                    let key = format!("{}f:{{{}}}", self.prefix, handed.family);
+                    let key = token_store::keys::KeyLayout::new(self.prefix.clone())
+                        .family(handed.family);
                     let mut conn = redis::Client::open(self.redis_url.as_str())
                         .unwrap()
                         .get_multiplexed_async_connection()
                         .await
                         .unwrap();
-                    let _: () = redis::cmd("HSET")
+                    let record: String = redis::cmd("GET")
                         .arg(&key)
-                        .arg("g")
-                        .arg(family.generation)
-                        .arg("t")
-                        .arg(family.rotated_at)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    let mut stored = token_store::family_record::decode(&record).unwrap();
+                    stored.generation = family.generation;
+                    stored.rotated_at_ms = family.rotated_at;
+                    let _: () = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(token_store::family_record::encode(&stored))
+                        .arg("KEEPTTL")
                         .query_async(&mut conn)
                         .await
                         .unwrap();

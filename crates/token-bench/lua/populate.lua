@@ -12,10 +12,10 @@ local prefix, first, last = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 if not first or not last or last < first then
   return redis.error_reply('ERR populate: invalid range')
 end
+-- The record format is token-store's (lua/prelude.lua): g t k x status client scopes.
+local record = table.concat(
+  {'1', ARGV[4], 'k1', ARGV[5], 'a', ARGV[6], 'email offline_access openid profile'}, ' ')
 for i = first, last - 1 do
-  redis.call('HSET', prefix .. string.format('%012d', i) .. '}',
-    'c', ARGV[6], 's', '00000000-4b1e-4c2a-9d7f-000000000000',
-    'sc', 'email offline_access openid profile',
-    'g', '1', 't', ARGV[4], 'k', 'k1', 'st', 'a', 'x', ARGV[5])
+  redis.call('SET', prefix .. string.format('%012d', i) .. '}', record)
 end
 return last - first

@@ -1,8 +1,9 @@
 //! The one error type of the domain. Each variant is a distinct, documented outcome; the
 //! server turns it into a gRPC status with an `ErrorInfo` reason in exactly one place.
 
-/// Why a use case refused or failed. Messages never contain a token, secret or MAC.
-#[derive(Debug, thiserror::Error)]
+/// Why a use case refused or failed. Messages never contain a token, secret or MAC. Clone,
+/// so that coalesced callers can each receive the result of one shared call.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A field is missing, empty, oversize or of the wrong shape.
     #[error("{field}: {problem}")]
@@ -75,7 +76,7 @@ impl Error {
 }
 
 /// A failure of the store itself, as opposed to a refusal by its state machine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Connection refused, dropped or timed out: the operation may or may not have run, and
     /// every operation is safe to retry.

@@ -11,6 +11,7 @@
 //! - [`validate`]: size and shape limits for every request field.
 //! - [`store`]: the [`Store`] trait and the family state it returns.
 //! - [`service`]: the use cases (issue, refresh, revoke, introspect, client registry).
+//! - [`single_flight`]: identical in-flight refreshes share one store call.
 //! - [`clock`]: the one clock every decision reads.
 //! - [`error`]: the one error enum; the server maps it to gRPC statuses.
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod keyring;
 pub mod scope;
 pub mod service;
+pub mod single_flight;
 pub mod store;
 pub mod token;
 pub mod validate;

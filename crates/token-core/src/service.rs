@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::keyring::Keyring;
 use crate::scope::Scopes;
+use crate::single_flight::SingleFlight;
 use crate::store::{
     Current, FamilyStatus, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest, Rotation, Store,
 };
@@ -129,6 +130,18 @@ pub struct TokenService<S> {
     lifetimes: Lifetimes,
     /// Off (TTL zero) unless [`TokenService::with_client_cache`] turns it on.
     clients: ClientCache,
+    /// Identical refreshes in flight on this instance share one rotation.
+    refreshes: SingleFlight<RefreshKey, Result<TokenPair, Error>>,
+}
+
+/// Everything that can change a refresh's result: requests equal in all of it are one refresh.
+/// Held in memory only while the refresh runs; never logged.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RefreshKey {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    scopes: Vec<String>,
 }
 
 impl<S: Store> TokenService<S> {
@@ -139,6 +152,7 @@ impl<S: Store> TokenService<S> {
             clock,
             lifetimes,
             clients: ClientCache::new(Duration::ZERO),
+            refreshes: SingleFlight::default(),
         }
     }
 
@@ -176,7 +190,6 @@ impl<S: Store> TokenService<S> {
         let family = NewFamily {
             family: FamilyId::random(),
             client_id: client.client_id.clone(),
-            subject: req.subject.to_owned(),
             scopes,
             now_ms,
             key_id: self.keyring.signing_key_id().to_owned(),
@@ -191,11 +204,36 @@ impl<S: Store> TokenService<S> {
             scopes: family.scopes,
             absolute_expiry_ms: family.absolute_expiry_ms,
         };
-        self.mint_pair(family.family, &current, None, Rotation::Rotated, now_ms)
+        self.mint_pair(
+            family.family,
+            req.subject,
+            &current,
+            None,
+            Rotation::Rotated,
+            now_ms,
+        )
     }
 
-    /// Authenticates the client and runs the refresh state machine.
+    /// Authenticates the client and runs the refresh state machine. Identical refreshes in
+    /// flight on this instance share one run; all but the first get the pair as a replay.
     pub async fn refresh(&self, req: RefreshRequest<'_>) -> Result<TokenPair, Error> {
+        let key = RefreshKey {
+            client_id: req.client_id.to_owned(),
+            client_secret: req.client_secret.to_owned(),
+            refresh_token: req.refresh_token.to_owned(),
+            scopes: req.scopes.to_vec(),
+        };
+        let (result, led) = self.refreshes.run(key, || self.refresh_once(req)).await;
+        match result {
+            Ok(mut pair) if !led => {
+                pair.rotation = Rotation::Replayed;
+                Ok(pair)
+            }
+            other => other,
+        }
+    }
+
+    async fn refresh_once(&self, req: RefreshRequest<'_>) -> Result<TokenPair, Error> {
         validate::client_id("client_id", req.client_id)?;
         validate::optional("client_secret", req.client_secret, MAX_SECRET_LEN)?;
         validate::required("refresh_token", req.refresh_token, MAX_TOKEN_LEN)?;
@@ -233,7 +271,14 @@ impl<S: Store> TokenService<S> {
         match outcome {
             RotateOutcome::Issued(rotation, current) => {
                 let narrowed = (!requested.is_empty()).then_some(&requested);
-                self.mint_pair(claims.family, &current, narrowed, rotation, now_ms)
+                self.mint_pair(
+                    claims.family,
+                    &claims.subject,
+                    &current,
+                    narrowed,
+                    rotation,
+                    now_ms,
+                )
             }
             RotateOutcome::Expired => Err(Error::TokenExpired),
             RotateOutcome::Revoked => Err(Error::TokenRevoked),
@@ -330,7 +375,7 @@ impl<S: Store> TokenService<S> {
         }
         Ok(Some(Introspection {
             client_id: family.client_id,
-            subject: family.subject,
+            subject: claims.subject().to_owned(),
             scopes,
             exp_s: (exp_ms / 1000) as i64,
             iat_s: (iat_ms / 1000) as i64,
@@ -448,6 +493,7 @@ impl<S: Store> TokenService<S> {
     fn mint_pair(
         &self,
         family: FamilyId,
+        subject: &str,
         current: &Current,
         narrowed: Option<&Scopes>,
         rotation: Rotation,
@@ -465,12 +511,14 @@ impl<S: Store> TokenService<S> {
             expires_at_ms: access_expires_ms,
             scope_mask: current.scopes.mask_of(&scopes),
             key_id: current.key_id.clone(),
+            subject: subject.to_owned(),
         })?;
         let refresh_token = self.keyring.mint_refresh(&RefreshClaims {
             family,
             generation: current.generation,
             issued_at_ms: current.rotated_at_ms,
             key_id: current.key_id.clone(),
+            subject: subject.to_owned(),
         })?;
         Ok(TokenPair {
             access_token,

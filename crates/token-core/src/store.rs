@@ -14,7 +14,6 @@ use crate::token::FamilyId;
 pub struct NewFamily {
     pub family: FamilyId,
     pub client_id: String,
-    pub subject: String,
     pub scopes: Scopes,
     pub now_ms: u64,
     pub key_id: String,
@@ -94,11 +93,10 @@ pub enum FamilyStatus {
     Revoked { reason: String, at_ms: u64 },
 }
 
-/// A family as stored, for introspection and tests.
+/// A family as stored, for introspection and tests. (The subject lives in the tokens.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FamilyState {
     pub client_id: String,
-    pub subject: String,
     pub scopes: Scopes,
     pub generation: u64,
     pub rotated_at_ms: u64,

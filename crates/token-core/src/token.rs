@@ -1,9 +1,11 @@
 //! The token format: `prefix . payload . mac`, each part URL-safe base64 without padding.
 //!
 //! The payload holds everything needed to re-derive the token: the pair of generation g is a
-//! pure function of (key, family, g, issue time), so a grace replay rebuilds byte-identical
-//! tokens from the family state and nothing secret is ever stored. The MAC covers the prefix
-//! too, so an access token can never pass as a refresh token.
+//! pure function of (key, family, g, issue time, subject), so a grace replay rebuilds
+//! byte-identical tokens from the family state and nothing secret is ever stored. The subject
+//! travels in the token (MAC-protected) rather than in Redis, which keeps a family within its
+//! memory budget. The MAC covers the prefix too, so an access token never passes as a refresh
+//! token.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,8 +23,9 @@ pub const REFRESH_PREFIX: &str = "rt1";
 pub const ACCESS_PREFIX: &str = "at1";
 
 const FAMILY_ID_BYTES: usize = 16;
-const REFRESH_FIXED: usize = FAMILY_ID_BYTES + 8 + 8 + 1;
-const ACCESS_FIXED: usize = FAMILY_ID_BYTES + 8 + 8 + 8 + 8 + 1;
+/// Fixed-width fields plus the key id's and the subject's length prefixes.
+const REFRESH_FIXED: usize = FAMILY_ID_BYTES + 8 + 8 + 1 + 2;
+const ACCESS_FIXED: usize = FAMILY_ID_BYTES + 8 + 8 + 8 + 8 + 1 + 2;
 
 /// A token family's id: 128 random bits, shown as 22 URL-safe base64 characters (an alphabet
 /// with no braces, so it sits safely inside a Redis hash tag).
@@ -70,6 +73,8 @@ pub struct RefreshClaims {
     pub issued_at_ms: u64,
     /// The key that signed it; the family remembers it so replays stay identical.
     pub key_id: String,
+    /// The resource owner, as given to `IssueTokenPair`.
+    pub subject: String,
 }
 
 /// What an access token says about itself.
@@ -82,6 +87,7 @@ pub struct AccessClaims {
     /// Which of the family's (sorted) scopes this token grants; narrowing needs no state.
     pub scope_mask: u64,
     pub key_id: String,
+    pub subject: String,
 }
 
 /// A verified token of either kind.
@@ -98,28 +104,39 @@ impl Claims {
             Claims::Access(c) => c.family,
         }
     }
+
+    pub fn subject(&self) -> &str {
+        match self {
+            Claims::Refresh(c) => &c.subject,
+            Claims::Access(c) => &c.subject,
+        }
+    }
 }
 
 impl Keyring {
     /// Mints the refresh token for these claims with the key they name.
     pub fn mint_refresh(&self, claims: &RefreshClaims) -> Result<String, Error> {
-        let mut payload = Vec::with_capacity(REFRESH_FIXED + claims.key_id.len());
+        let mut payload =
+            Vec::with_capacity(REFRESH_FIXED + claims.key_id.len() + claims.subject.len());
         payload.extend_from_slice(&claims.family.0);
         payload.extend_from_slice(&claims.generation.to_be_bytes());
         payload.extend_from_slice(&claims.issued_at_ms.to_be_bytes());
         push_key_id(&mut payload, &claims.key_id);
+        push_subject(&mut payload, &claims.subject)?;
         self.seal(REFRESH_PREFIX, &payload, &claims.key_id)
     }
 
     /// Mints the access token for these claims with the key they name.
     pub fn mint_access(&self, claims: &AccessClaims) -> Result<String, Error> {
-        let mut payload = Vec::with_capacity(ACCESS_FIXED + claims.key_id.len());
+        let mut payload =
+            Vec::with_capacity(ACCESS_FIXED + claims.key_id.len() + claims.subject.len());
         payload.extend_from_slice(&claims.family.0);
         payload.extend_from_slice(&claims.generation.to_be_bytes());
         payload.extend_from_slice(&claims.issued_at_ms.to_be_bytes());
         payload.extend_from_slice(&claims.expires_at_ms.to_be_bytes());
         payload.extend_from_slice(&claims.scope_mask.to_be_bytes());
         push_key_id(&mut payload, &claims.key_id);
+        push_subject(&mut payload, &claims.subject)?;
         self.seal(ACCESS_PREFIX, &payload, &claims.key_id)
     }
 
@@ -151,6 +168,7 @@ impl Keyring {
                 generation: reader.u64()?,
                 issued_at_ms: reader.u64()?,
                 key_id: reader.key_id()?,
+                subject: reader.subject()?,
             }),
             ACCESS_PREFIX => Claims::Access(AccessClaims {
                 family: reader.family()?,
@@ -159,6 +177,7 @@ impl Keyring {
                 expires_at_ms: reader.u64()?,
                 scope_mask: reader.u64()?,
                 key_id: reader.key_id()?,
+                subject: reader.subject()?,
             }),
             _ => return Err(Error::TokenInvalid),
         };
@@ -197,6 +216,14 @@ fn push_key_id(payload: &mut Vec<u8>, key_id: &str) {
     payload.extend_from_slice(key_id.as_bytes());
 }
 
+fn push_subject(payload: &mut Vec<u8>, subject: &str) -> Result<(), Error> {
+    let len = u16::try_from(subject.len())
+        .map_err(|_| Error::malformed("subject", "is too long for a token"))?;
+    payload.extend_from_slice(&len.to_be_bytes());
+    payload.extend_from_slice(subject.as_bytes());
+    Ok(())
+}
+
 /// Reads fixed-width fields off the front of a payload.
 struct Reader<'a>(&'a [u8]);
 
@@ -231,6 +258,13 @@ impl Reader<'_> {
         }
         Ok(id.to_owned())
     }
+
+    fn subject(&mut self) -> Result<String, Error> {
+        let len = self.take(2)?;
+        let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+        let raw = self.take(len)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| Error::TokenInvalid)
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +282,7 @@ mod tests {
             generation: 7,
             issued_at_ms: 1_700_000_000_123,
             key_id: ring.signing_key_id().to_owned(),
+            subject: "alice@example.com".to_owned(),
         };
         let token = ring.mint_refresh(&claims).unwrap();
         (claims, token)
@@ -272,6 +307,7 @@ mod tests {
             expires_at_ms: 20,
             scope_mask: 0b101,
             key_id: "k1".into(),
+            subject: "a subject with spaces, ünïcode".into(),
         };
         let token = ring.mint_access(&claims).unwrap();
         assert_eq!(ring.verify("t", &token).unwrap(), Claims::Access(claims));

@@ -1,6 +1,6 @@
 -- The refresh state machine (DESIGN.md): compare the presented generation p with the stored
 -- generation g and rotate, replay, roll forward or refuse, all in one atomic step.
--- KEYS[1]: the family hash
+-- KEYS[1]: the family record
 -- ARGV[1]: presented generation p (>= 1)
 -- ARGV[2]: id of the authenticated client
 -- ARGV[3]: now, ms since the epoch
@@ -8,7 +8,7 @@
 -- ARGV[5]: idle TTL, ms
 -- ARGV[6]: id of the key that signs a new generation
 -- ARGV[7]: reuse policy: "revoke-family" or "reject-only"
--- Needs: prelude.lua (whole), prepended at load time.
+-- Needs: prelude.lua (whole, int, decode_family, encode_family), prepended at load time.
 -- Returns: {outcome} for refusals: "expired", "revoked", "client_mismatch",
 --          "reused_revoked" (family revoked now), "reused_rejected" (family kept);
 --          {outcome, g, t, key id, scopes, absolute expiry} for "rotated", "replayed" and
@@ -20,50 +20,50 @@ local idle_ttl = whole(ARGV[5])
 local policy = ARGV[7]
 if not p or p < 1 or not now or not grace
     or not idle_ttl or idle_ttl <= 0 or ARGV[2] == '' or ARGV[6] == ''
+    or string.find(ARGV[2], '%s') or string.find(ARGV[6], '%s')
     or (policy ~= 'revoke-family' and policy ~= 'reject-only') then
   return redis.error_reply('ERR rotate: invalid arguments')
 end
 
-local f = redis.call('HMGET', KEYS[1], 'c', 'g', 't', 'k', 'st', 'x', 'sc')
-if not f[1] then
+local f = decode_family(redis.call('GET', KEYS[1]))
+if not f then
   return {'expired'}
 end
-local g, t, absolute_expiry = tonumber(f[2]), tonumber(f[3]), tonumber(f[6])
-if now >= absolute_expiry or now >= t + idle_ttl then
+if f.err then
+  return f
+end
+if now >= f.x or now >= f.t + idle_ttl then
   return {'expired'}
 end
-if f[5] ~= 'a' then
+if f.st ~= 'a' then
   return {'revoked'}
 end
-if f[1] ~= ARGV[2] then
+if f.c ~= ARGV[2] then
   return {'client_mismatch'}
 end
 
--- Numbers go back as integer strings: tostring() would print large ones in exponent form.
-local function int(n)
-  return string.format('%.0f', n)
-end
 local function issued(outcome, generation, rotated_at, key_id)
-  return {outcome, int(generation), int(rotated_at), key_id, f[7], int(absolute_expiry)}
+  return {outcome, int(generation), int(rotated_at), key_id, f.sc, int(f.x)}
 end
 local function advance(outcome, generation)
-  redis.call('HSET', KEYS[1], 'g', int(generation), 't', int(now), 'k', ARGV[6])
-  redis.call('PEXPIRE', KEYS[1], math.min(idle_ttl, absolute_expiry - now))
+  f.g, f.t, f.k = generation, now, ARGV[6]
+  redis.call('SET', KEYS[1], encode_family(f), 'PX', int(math.min(idle_ttl, f.x - now)))
   return issued(outcome, generation, now, ARGV[6])
 end
 
-if p == g then
-  return advance('rotated', g + 1)
+if p == f.g then
+  return advance('rotated', f.g + 1)
 end
-if p > g then
+if p > f.g then
   -- Only we can mint a newer generation, so the store lost a write (failover): move past it.
   return advance('rolled_forward', p + 1)
 end
-if p == g - 1 and grace > 0 and now - t <= grace then
-  return issued('replayed', g, t, f[4])
+if p == f.g - 1 and grace > 0 and now - f.t <= grace then
+  return issued('replayed', f.g, f.t, f.k)
 end
 if policy == 'reject-only' then
   return {'reused_rejected'}
 end
-redis.call('HSET', KEYS[1], 'st', 'r', 'rr', 'reuse', 'rt', int(now))
+f.st = 'r:reuse:' .. int(now)
+redis.call('SET', KEYS[1], encode_family(f), 'KEEPTTL')
 return {'reused_revoked'}

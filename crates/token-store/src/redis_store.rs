@@ -11,12 +11,12 @@ use deadpool_redis::redis::io::tcp::TcpSettings;
 use deadpool_redis::redis::{self, AsyncCommands as _, IntoConnectionInfo as _, RetryMethod};
 use deadpool_redis::{Connection, Manager, Pool, Runtime};
 use token_core::store::{
-    Current, FamilyState, FamilyStatus, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest,
-    Rotation,
+    Current, FamilyState, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest, Rotation,
 };
 use token_core::{Client, FamilyId, Scopes, Store, StoreError};
 use tokio::sync::Mutex;
 
+use crate::family_record;
 use crate::keys::KeyLayout;
 use crate::scripts;
 
@@ -186,7 +186,6 @@ impl Store for RedisStore {
                 scripts::ISSUE
                     .key(key)
                     .arg(&family.client_id)
-                    .arg(&family.subject)
                     .arg(family.scopes.to_space_separated())
                     .arg(family.now_ms)
                     .arg(&family.key_id)
@@ -249,36 +248,10 @@ impl Store for RedisStore {
 
     async fn family(&self, family: FamilyId) -> Result<Option<FamilyState>, StoreError> {
         let key = self.keys.family(family);
-        let fields: HashMap<String, String> = self
-            .call(|mut conn| async move { conn.hgetall(key).await })
+        let record: Option<String> = self
+            .call(|mut conn| async move { conn.get(key).await })
             .await?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        let text = |name: &str| {
-            fields
-                .get(name)
-                .cloned()
-                .ok_or_else(|| corrupt("family: missing field"))
-        };
-        let status = match fields.get("st").map(String::as_str) {
-            Some("a") => FamilyStatus::Active,
-            Some("r") => FamilyStatus::Revoked {
-                reason: text("rr")?,
-                at_ms: number(fields.get("rt"), "family: bad revoke time")?,
-            },
-            _ => return Err(corrupt("family: bad status")),
-        };
-        Ok(Some(FamilyState {
-            client_id: text("c")?,
-            subject: text("s")?,
-            scopes: Scopes::from_space_separated(&text("sc")?),
-            generation: number(fields.get("g"), "family: bad generation")?,
-            rotated_at_ms: number(fields.get("t"), "family: bad rotation time")?,
-            key_id: text("k")?,
-            status,
-            absolute_expiry_ms: number(fields.get("x"), "family: bad expiry")?,
-        }))
+        record.as_deref().map(family_record::decode).transpose()
     }
 
     async fn create_client(&self, client: &Client) -> Result<bool, StoreError> {

@@ -1,0 +1,151 @@
+//! Coalescing of identical in-flight calls: while one call for a key runs, later calls for the
+//! same key wait for its result instead of repeating the work. A storm of N identical
+//! refreshes on one instance thus costs one Redis rotation, not N round trips.
+//!
+//! If the running call is cancelled (its client went away), one of the waiting calls takes
+//! over, so nobody is left waiting for a result that will never come.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+pub struct SingleFlight<K, V> {
+    /// Calls in flight by key. An entry lives from the first call until the last caller of
+    /// that flight has its result (or gave up).
+    flights: Mutex<HashMap<K, Arc<OnceCell<V>>>>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Default for SingleFlight<K, V> {
+    fn default() -> Self {
+        Self {
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
+    /// Runs `work`, unless a call with the same key is already running, in which case waits
+    /// for that call's value. Returns the value and whether this call did the work.
+    pub async fn run<F, Fut>(&self, key: K, work: F) -> (V, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        let cell = self
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(OnceCell::new()))
+            .clone();
+        // The guard holds this caller's only handle on the cell, so that when it drops, the
+        // holder count it reads is exact.
+        let leave = Leave {
+            flights: self,
+            key,
+            cell,
+        };
+        let mut worked = false;
+        let value = leave
+            .cell
+            .get_or_init(|| {
+                worked = true;
+                work()
+            })
+            .await
+            .clone();
+        (value, worked)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Arc<OnceCell<V>>>> {
+        // A poisoned map only means a panic elsewhere; its entries are still valid.
+        self.flights.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Removes the flight's entry once it has a value (later calls start a new flight and see the
+/// store's current state) or when its last caller leaves without one (cancelled).
+struct Leave<'a, K: Eq + Hash + Clone, V: Clone> {
+    flights: &'a SingleFlight<K, V>,
+    key: K,
+    cell: Arc<OnceCell<V>>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Drop for Leave<'_, K, V> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock();
+        let ours = flights
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell));
+        // Two holders left: the map and this caller.
+        if ours && (self.cell.initialized() || Arc::strong_count(&self.cell) == 2) {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Barrier;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identical_calls_share_one_run() {
+        let flights = Arc::new(SingleFlight::<&str, u32>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Barrier::new(2));
+        // The leader holds its run open until every follower has joined the flight.
+        let leader = {
+            let (flights, runs, gate) = (flights.clone(), runs.clone(), gate.clone());
+            tokio::spawn(async move {
+                flights
+                    .run("k", || async {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        gate.wait().await;
+                        7
+                    })
+                    .await
+            })
+        };
+        while flights.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let follower = {
+            let flights = flights.clone();
+            tokio::spawn(async move { flights.run("k", || async { 8 }).await })
+        };
+        // The follower is waiting on the same cell once the cell has three holders.
+        while flights
+            .lock()
+            .get("k")
+            .is_some_and(|c| Arc::strong_count(c) < 3)
+        {
+            tokio::task::yield_now().await;
+        }
+        gate.wait().await;
+        assert_eq!(leader.await.unwrap(), (7, true));
+        assert_eq!(follower.await.unwrap(), (7, false));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(flights.in_flight(), 0, "a finished flight leaves no entry");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_lone_call_leaves_no_entry() {
+        let flights = SingleFlight::<&str, u32>::default();
+        let never = flights.run("k", std::future::pending::<u32>);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(1), never)
+                .await
+                .is_err()
+        );
+        assert_eq!(flights.in_flight(), 0);
+        assert_eq!(flights.run("k", || async { 3 }).await, (3, true));
+    }
+}
