@@ -108,30 +108,38 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "concurrency={concurrency} families={} channels={}",
         options.families, options.channels
     );
-    if total.refreshes.count() > 0 {
-        let per_s = total.refreshes.count() as f64 / seconds;
-        let ceiling = options
-            .ceiling_per_s
-            .map(|c| format!(" ceiling_per_s={c:.0} ratio={:.2}", per_s / c))
-            .unwrap_or_default();
-        let mode = if every.is_some() {
-            "mixed"
-        } else {
-            "throughput"
-        };
-        println!(
-            "bench {mode}: refresh_per_s={per_s:.0} {} {} {shape}{ceiling}{processes}",
-            total.refreshes.summary(),
-            total.errors.summary(),
-        );
-    }
-    if total.introspections.count() > 0 {
-        let per_s = total.introspections.count() as f64 / seconds;
-        println!(
-            "bench introspect: introspect_per_s={per_s:.0} {} {} {shape}{processes}",
+    let refresh_per_s = total.refreshes.count() as f64 / seconds;
+    let introspect_per_s = total.introspections.count() as f64 / seconds;
+    let errors = total.errors.summary();
+    match (
+        total.refreshes.count() > 0,
+        total.introspections.count() > 0,
+    ) {
+        (true, false) => {
+            let ceiling = options
+                .ceiling_per_s
+                .map(|c| format!(" ceiling_per_s={c:.0} ratio={:.2}", refresh_per_s / c))
+                .unwrap_or_default();
+            println!(
+                "bench throughput: refresh_per_s={refresh_per_s:.0} {} {errors} {shape}{ceiling}{processes}",
+                total.refreshes.summary(),
+            );
+        }
+        (false, true) => println!(
+            "bench introspect: introspect_per_s={introspect_per_s:.0} {} {errors} {shape}{processes}",
             total.introspections.summary(),
-            total.errors.summary(),
-        );
+        ),
+        _ => {
+            let mut all = Latencies::new();
+            all.merge(&total.refreshes);
+            all.merge(&total.introspections);
+            println!(
+                "bench mixed: ops_per_s={:.0} refresh_per_s={refresh_per_s:.0} \
+                 introspect_per_s={introspect_per_s:.0} {} {errors} {shape}{processes}",
+                refresh_per_s + introspect_per_s,
+                all.summary(),
+            );
+        }
     }
     Ok(())
 }

@@ -1,0 +1,132 @@
+//! `token-bench` works end to end, so `make bench` cannot rot unnoticed: every mode runs with
+//! small numbers against a real server and Redis, and prints its machine-readable line with no
+//! errors. Speed is not asserted (benchmarks print figures; tests check behaviour).
+
+use std::process::Command;
+
+use e2e::{RedisServer, ServerOptions, TestServer};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_token-bench");
+
+/// Runs one mode and returns its `bench <mode>:` line.
+fn bench(args: &[&str], mode: &str) -> String {
+    let output = Command::new(BINARY)
+        .args(args)
+        .output()
+        .expect("token-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "token-bench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("bench {mode}: ")))
+        .unwrap_or_else(|| panic!("no `bench {mode}:` line in:\n{stdout}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mode_prints_its_line_without_errors() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
+    let endpoint = server.endpoint();
+    let redis_url = redis.url();
+    let target = ["--endpoint", &endpoint, "--redis-url", &redis_url];
+    let with = |mode: &str, extra: &[&str]| -> Vec<String> {
+        std::iter::once(mode)
+            .chain(target)
+            .chain(extra.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    };
+    let run = |args: Vec<String>, mode: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bench(&args, mode)
+        })
+    };
+
+    let ready = Command::new(BINARY)
+        .args(with("wait-ready", &[]))
+        .status()
+        .expect("token-bench runs");
+    assert!(
+        ready.success(),
+        "wait-ready failed against a serving server"
+    );
+
+    let ceiling = run(
+        vec![
+            "ceiling".into(),
+            "--redis-url".into(),
+            redis_url.clone(),
+            "--requests".into(),
+            "2000".into(),
+            "--concurrency".into(),
+            "4".into(),
+        ],
+        "ceiling",
+    )
+    .await
+    .unwrap();
+    assert!(ceiling.contains("evalsha_per_s="), "{ceiling}");
+
+    let throughput = run(
+        with(
+            "throughput",
+            &[
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
+                "--families",
+                "16",
+                "--concurrency",
+                "4",
+            ],
+        ),
+        "throughput",
+    )
+    .await
+    .unwrap();
+    assert!(throughput.contains(" errors=0 "), "{throughput}");
+
+    let mixed = run(
+        with(
+            "throughput",
+            &[
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
+                "--families",
+                "8",
+                "--concurrency",
+                "2",
+                "--introspect-share",
+                "0.5",
+            ],
+        ),
+        "mixed",
+    )
+    .await
+    .unwrap();
+    assert!(mixed.contains(" errors=0 "), "{mixed}");
+
+    let storm = run(
+        with("storm", &["--parallel", "50", "--rounds", "3"]),
+        "storm",
+    )
+    .await
+    .unwrap();
+    assert!(storm.contains("rotations_per_round=1.00"), "{storm}");
+    assert!(storm.contains(" errors=0"), "{storm}");
+
+    let memory = run(with("memory", &["--families", "200"]), "memory")
+        .await
+        .unwrap();
+    assert!(memory.contains(" errors=0 "), "{memory}");
+    server.stop().await;
+}
