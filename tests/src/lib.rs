@@ -42,6 +42,9 @@ pub struct ServerOptions {
     pub pool_size: usize,
     /// The production default, 1 s: tests see what operators get.
     pub client_cache_ttl: Duration,
+    pub max_concurrent_calls: usize,
+    /// How often the server pings Redis for its health status.
+    pub health_interval: Duration,
 }
 
 impl Default for ServerOptions {
@@ -54,6 +57,8 @@ impl Default for ServerOptions {
             redis_timeout: Duration::from_secs(5),
             pool_size: 8,
             client_cache_ttl: Duration::from_secs(1),
+            max_concurrent_calls: 2048,
+            health_interval: Duration::from_millis(100),
         }
     }
 }
@@ -81,8 +86,9 @@ impl TestServer {
             AppOptions {
                 lifetimes: options.lifetimes,
                 client_cache_ttl: options.client_cache_ttl,
-                health_interval: Duration::from_millis(100),
+                health_interval: options.health_interval,
                 shutdown_timeout: Duration::from_secs(10),
+                max_concurrent_calls: options.max_concurrent_calls,
             },
         )
         .expect("cannot build the app");

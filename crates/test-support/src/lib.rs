@@ -4,8 +4,12 @@
 //! # Layout
 //! - [`RedisServer`]: one single-node Redis, ready when `start` returns.
 //! - [`free_port`], [`require_program`]: small helpers with clear failures.
+//! - [`fault_proxy`]: a TCP proxy that injects network faults (refuse, drop before or after
+//!   forwarding, stall, reset mid-stream) between a client and a loopback server.
 
 #![forbid(unsafe_code)]
+
+pub mod fault_proxy;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -48,6 +48,14 @@ pub enum Error {
     #[error("the token store is unavailable")]
     StoreUnavailable(#[source] StoreError),
 
+    /// The instance is at its concurrency limit; retry shortly (with RetryInfo).
+    #[error("the service is overloaded; retry shortly")]
+    Overloaded,
+
+    /// Too many failed authentications for this client; retry after the given time.
+    #[error("too many failed client authentications; retry later")]
+    RateLimited { retry_after: std::time::Duration },
+
     /// `CreateClient` with an id that exists or existed.
     #[error("client {0:?} already exists or was deleted; client ids are never reused")]
     ClientExists(String),

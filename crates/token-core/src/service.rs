@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth_throttle::AuthThrottle;
 use crate::client::{self, Client, ClientType, ReusePolicy};
 use crate::client_cache::ClientCache;
 use crate::clock::Clock;
@@ -132,7 +133,13 @@ pub struct TokenService<S> {
     clients: ClientCache,
     /// Identical refreshes in flight on this instance share one rotation.
     refreshes: SingleFlight<RefreshKey, Result<TokenPair, Error>>,
+    failed_authentications: AuthThrottle,
 }
+
+/// Failed authentications a client may make before being throttled, and how fast that
+/// allowance comes back.
+pub const AUTH_FAILURE_BURST: u32 = 10;
+pub const AUTH_FAILURE_REFILL: Duration = Duration::from_secs(1);
 
 /// Everything that can change a refresh's result: requests equal in all of it are one refresh.
 /// Held in memory only while the refresh runs; never logged.
@@ -153,6 +160,7 @@ impl<S: Store> TokenService<S> {
             lifetimes,
             clients: ClientCache::new(Duration::ZERO),
             refreshes: SingleFlight::default(),
+            failed_authentications: AuthThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURE_REFILL),
         }
     }
 
@@ -476,9 +484,14 @@ impl<S: Store> TokenService<S> {
     }
 
     async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Arc<Client>, Error> {
-        let client = self.client(client_id).await?.ok_or(Error::InvalidClient)?;
-        client.authenticate(secret)?;
-        Ok(client)
+        let authenticated = match self.client(client_id).await? {
+            Some(client) => client.authenticate(secret).map(|()| client),
+            None => Err(Error::InvalidClient),
+        };
+        authenticated.map_err(|_| {
+            self.failed_authentications
+                .failed(client_id, self.clock.now_ms())
+        })
     }
 
     /// A live client, from the cache when fresh enough, else from the store.

@@ -86,6 +86,11 @@ pub struct Config {
     #[arg(long, env = "TOKEN_KEY_PREFIX", default_value = "tok:")]
     pub key_prefix: String,
 
+    /// Token-service calls running at once on this instance; beyond it, calls are refused
+    /// with RESOURCE_EXHAUSTED (OVERLOADED) instead of queueing.
+    #[arg(long, env = "TOKEN_MAX_CONCURRENT_CALLS", default_value_t = 2048)]
+    pub max_concurrent_calls: usize,
+
     /// How often Redis is pinged for the health status.
     #[arg(long, env = "TOKEN_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
@@ -132,6 +137,9 @@ impl Config {
         }
         if self.redis_pool_size == 0 {
             return Err(ConfigError::Zero("--redis-pool-size"));
+        }
+        if self.max_concurrent_calls == 0 {
+            return Err(ConfigError::Zero("--max-concurrent-calls"));
         }
         if self.refresh_absolute_ttl < self.refresh_idle_ttl {
             return Err(ConfigError::AbsoluteShorterThanIdle);

@@ -5,6 +5,7 @@
 //! - [`api`]: the gRPC handlers, one small function per RPC.
 //! - [`status`]: the one mapping from domain errors to gRPC statuses.
 //! - [`health`]: `grpc.health.v1`, following Redis reachability.
+//! - [`overload`]: the concurrency limit that sheds calls with RESOURCE_EXHAUSTED.
 //! - [`run`]: serves until the shutdown future resolves, then drains in-flight RPCs.
 
 #![forbid(unsafe_code)]
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod config;
 pub mod health;
+pub mod overload;
 pub mod status;
 
 use std::future::Future;
@@ -60,6 +62,7 @@ pub struct AppOptions {
     pub client_cache_ttl: Duration,
     pub health_interval: Duration,
     pub shutdown_timeout: Duration,
+    pub max_concurrent_calls: usize,
 }
 
 /// Everything [`run`] needs, assembled from a [`Config`] or by tests.
@@ -68,6 +71,8 @@ pub struct App {
     pub store: RedisStore,
     pub health_interval: Duration,
     pub shutdown_timeout: Duration,
+    /// Shared by the token services' calls; see [`overload`].
+    pub limit: overload::Limit,
 }
 
 impl App {
@@ -94,6 +99,7 @@ impl App {
                 client_cache_ttl: config.client_cache_ttl,
                 health_interval: config.health_interval,
                 shutdown_timeout: config.shutdown_timeout,
+                max_concurrent_calls: config.max_concurrent_calls,
             },
         )
     }
@@ -114,6 +120,7 @@ impl App {
             store,
             health_interval: options.health_interval,
             shutdown_timeout: options.shutdown_timeout,
+            limit: overload::Limit::new(options.max_concurrent_calls),
         })
     }
 }
@@ -179,12 +186,18 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TokenServiceServer::new(api::TokenServiceApi::new(
-            app.service.clone(),
-        )))
-        .add_service(ClientRegistryServer::new(api::ClientRegistryApi::new(
-            app.service.clone(),
-        )))
+        .add_service(
+            app.limit
+                .wrap(TokenServiceServer::new(api::TokenServiceApi::new(
+                    app.service.clone(),
+                ))),
+        )
+        .add_service(
+            app.limit
+                .wrap(ClientRegistryServer::new(api::ClientRegistryApi::new(
+                    app.service.clone(),
+                ))),
+        )
         .serve_with_incoming_shutdown(incoming, signal);
 
     let mut stopped = stop_rx;

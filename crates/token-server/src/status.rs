@@ -15,6 +15,8 @@ pub const ERROR_DOMAIN: &str = "tokens.v1";
 pub const OAUTH_ERROR_KEY: &str = "oauth_error";
 /// Suggested wait before retrying after the store was unavailable.
 const STORE_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// Suggested wait before retrying a call shed under load.
+const OVERLOAD_RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// The gRPC status for a domain error.
 pub fn to_status(err: &Error) -> Status {
@@ -30,6 +32,12 @@ pub fn to_status(err: &Error) -> Status {
         }
         Error::StoreUnavailable(_) => {
             details.set_retry_info(Some(STORE_RETRY_DELAY));
+        }
+        Error::Overloaded => {
+            details.set_retry_info(Some(OVERLOAD_RETRY_DELAY));
+        }
+        Error::RateLimited { retry_after } => {
+            details.set_retry_info(Some(*retry_after));
         }
         _ => {}
     }
@@ -60,6 +68,16 @@ pub fn classify(err: &Error) -> (Code, &'static str, &'static str) {
         Error::StoreUnavailable(_) => (
             Code::Unavailable,
             "STORE_UNAVAILABLE",
+            "temporarily_unavailable",
+        ),
+        Error::Overloaded => (
+            Code::ResourceExhausted,
+            "OVERLOADED",
+            "temporarily_unavailable",
+        ),
+        Error::RateLimited { .. } => (
+            Code::ResourceExhausted,
+            "RATE_LIMITED",
             "temporarily_unavailable",
         ),
         Error::ClientExists(_) => (Code::AlreadyExists, "CLIENT_EXISTS", "invalid_request"),

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::io::tcp::TcpSettings;
-use deadpool_redis::redis::{self, AsyncCommands as _, IntoConnectionInfo as _, RetryMethod};
+use deadpool_redis::redis::{
+    self, AsyncCommands as _, AsyncConnectionConfig, IntoConnectionInfo as _, RetryMethod,
+};
 use deadpool_redis::{Connection, Manager, Pool, Runtime};
 use token_core::store::{
     Current, FamilyState, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest, Rotation,
@@ -61,7 +63,13 @@ impl RedisStore {
             .into_connection_info()
             .map_err(|e| invalid(&e))?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let manager = Manager::new(connection).map_err(|e| invalid(&e))?;
+        // redis-rs would otherwise cut every reply off at 500 ms and every connect at 1 s,
+        // whatever `timeout` says; `call` enforces `timeout` on the whole operation instead.
+        let connection_config = AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(config.timeout));
+        let manager =
+            Manager::new_with_config(connection, connection_config).map_err(|e| invalid(&e))?;
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(1))
             .wait_timeout(Some(config.timeout))

@@ -1,0 +1,61 @@
+//! Shared pieces of the SDK's end-to-end tests: a real token server over a real redis-server,
+//! SDK clients over real sockets, and a bounded readiness poll.
+
+#![allow(dead_code)] // Each test file uses a different subset.
+
+use std::time::Duration;
+
+use e2e::{RedisServer, ServerOptions, TestClient, TestServer};
+use token_client::{ClientConfig, TokenClient, pb};
+
+pub struct Fixture {
+    pub redis: RedisServer,
+    pub server: TestServer,
+}
+
+/// A throwaway Redis and one token server on it.
+pub async fn fixture(options: ServerOptions) -> Fixture {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url(), options).await;
+    Fixture { redis, server }
+}
+
+impl Fixture {
+    pub async fn client(&self, client_type: &str, reuse_policy: &str) -> TestClient {
+        e2e::register_client(
+            &mut self.server.registry().await,
+            client_type,
+            reuse_policy,
+            &["read", "write"],
+        )
+        .await
+    }
+
+    /// An SDK client with its own connection to the server.
+    pub fn sdk(&self, config: ClientConfig) -> TokenClient {
+        TokenClient::connect(&self.server.endpoint(), config).expect("endpoint")
+    }
+}
+
+pub fn issue_request(client: &TestClient) -> pb::IssueTokenPairRequest {
+    pb::IssueTokenPairRequest {
+        client_id: client.client_id.clone(),
+        subject: "alice".to_owned(),
+        scopes: vec![],
+    }
+}
+
+pub fn refresh_request(client: &TestClient, refresh_token: &str) -> pb::RefreshTokenPairRequest {
+    e2e::refresh_request(client, refresh_token)
+}
+
+/// Polls `ready` until it holds: a readiness probe, bounded (10 s), never a timing assertion.
+pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never became ready: {what}");
+}
