@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # grpcurl lives in the project virtualenv made by scripts/deps.sh.
 export PATH := $(CURDIR)/.tools/venv/bin:$(PATH)
 
-.PHONY: run test bench lint deps fmt
+.PHONY: run test bench chaos lint deps fmt
 
 ## run: install what is missing, start Redis if none answers, serve on 127.0.0.1:50051
 run:
@@ -16,6 +16,11 @@ test: deps
 ## bench: release build; ceiling, throughput, storm and memory figures in one run
 bench:
 	scripts/bench.sh
+
+## chaos: the fault-injection run with at least 1,000 faults of each kind (release build)
+chaos: deps
+	CHAOS_FAULTS=1000 CHAOS_PERMILLE=30 CHAOS_SECONDS=1500 \
+		cargo test --release -p e2e --test chaos -- --nocapture
 
 ## lint: formatting and clippy, warnings as errors
 lint:

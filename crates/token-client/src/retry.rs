@@ -38,6 +38,12 @@ fn is_transport_failure(status: &Status) -> bool {
     if status.code() == Code::Unknown && status.message().starts_with("Service was not ready") {
         return true;
     }
+    // A connection that broke while the response was read (reset mid-stream) surfaces as
+    // `Unknown` wrapping an HTTP/2 error (e.g. "h2 protocol error: error reading a body from
+    // connection"); the server never sends `Unknown`, so one with a local cause is transport.
+    if status.code() == Code::Unknown && StdError::source(status).is_some() {
+        return true;
+    }
     let mut source = StdError::source(status);
     while let Some(err) = source {
         if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
@@ -94,6 +100,23 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use tonic_types::ErrorDetails;
+
+    #[test]
+    fn unknown_with_a_local_cause_is_transport_but_a_server_sent_unknown_is_not() {
+        // Stands for an HTTP/2 error type the SDK does not name.
+        #[derive(Debug)]
+        struct BodyReadFailed;
+        impl std::fmt::Display for BodyReadFailed {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error reading a body from connection")
+            }
+        }
+        impl StdError for BodyReadFailed {}
+        let local = Status::from_error(Box::new(BodyReadFailed));
+        assert_eq!(local.code(), Code::Unknown);
+        assert!(is_retryable(&local));
+        assert!(!is_retryable(&Status::unknown("sent by the server")));
+    }
 
     fn with_reason(code: Code, reason: &str, retry_after: Option<Duration>) -> Status {
         let mut details = ErrorDetails::new();

@@ -75,7 +75,7 @@ pub struct Config {
     pub client_cache_ttl: Duration,
 
     /// Bound on every Redis call, pool wait included.
-    #[arg(long, env = "TOKEN_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_REDIS_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,
 
     /// Redis connections in the pool (each multiplexed).

@@ -10,7 +10,8 @@
 -- ARGV[7]: reuse policy: "revoke-family" or "reject-only"
 -- Needs: prelude.lua (whole, int, decode_family, encode_family), prepended at load time.
 -- Returns: {outcome} for refusals: "expired", "revoked", "client_mismatch",
---          "reused_revoked" (family revoked now), "reused_rejected" (family kept);
+--          "reused_revoked" (family revoked now), "reused_rejected" (family kept),
+--          "reused_stale" (a request issued before the current generation existed: kept);
 --          {outcome, g, t, key id, scopes, absolute expiry} for "rotated", "replayed" and
 --          "rolled_forward", describing the generation whose pair the caller gets.
 local p = whole(ARGV[1])
@@ -60,6 +61,12 @@ if p > f.g then
 end
 if p == f.g - 1 and grace > 0 and now - f.t <= grace then
   return issued('replayed', f.g, f.t, f.k)
+end
+-- A request stamped before the current generation's rotation was delayed in transit (its
+-- caller timed out and retried long ago): a late duplicate, not theft. Refuse it, but never
+-- revoke for it. A thief's request is stamped when it arrives, after the rotation.
+if now < f.t then
+  return {'reused_stale'}
 end
 if policy == 'reject-only' then
   return {'reused_rejected'}

@@ -359,7 +359,7 @@ fn parse_rotate_reply(reply: &[String]) -> Result<RotateOutcome, StoreError> {
                 family_revoked: true,
             });
         }
-        "reused_rejected" => {
+        "reused_rejected" | "reused_stale" => {
             return Ok(RotateOutcome::Reused {
                 family_revoked: false,
             });

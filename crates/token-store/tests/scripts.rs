@@ -2053,3 +2053,39 @@ async fn rotate_with_a_fractional_idle_ttl_is_refused_and_changes_nothing() -> a
     );
     Ok(())
 }
+
+/// A rotation request delayed in transit (stamped before the family's latest rotation) that
+/// would count as reuse is refused without revoking: its caller gave up and retried long ago.
+/// Stamped after the rotation, the same request is reuse and revokes.
+#[tokio::test]
+async fn rotate_a_delayed_duplicate_is_refused_without_revoking() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    let key = h.issue(FamilyId::random()).await?;
+    let args = |p: u64, now: u64| -> Vec<String> {
+        [
+            p.to_string(),
+            CLIENT.to_string(),
+            now.to_string(),
+            "10000".into(),
+            IDLE.to_string(),
+        ]
+        .into_iter()
+        .chain(["k1".into(), "revoke-family".into()])
+        .collect()
+    };
+    let mut rotate = async |p: u64, now: u64| {
+        let args = args(p, now);
+        let args: Vec<&dyn Display> = args.iter().map(|a| a as &dyn Display).collect();
+        h.invoke(&scripts::ROTATE, &key, &args).await
+    };
+    // Generation 1 -> 2 at NOW+1, then 2 -> 3 at NOW+2.
+    assert_eq!(rotate(1, NOW + 1).await?[0], "rotated");
+    assert_eq!(rotate(2, NOW + 2).await?[0], "rotated");
+    // A duplicate of the first rotation, stamped NOW+1, arrives only now: refused, no change.
+    assert_eq!(rotate(1, NOW + 1).await?, ["reused_stale"]);
+    // The same token presented now is reuse, and revokes.
+    assert_eq!(rotate(1, NOW + 3).await?, ["reused_revoked"]);
+    let record = h.get(&key).await?.expect("the family is kept, revoked");
+    assert!(record.contains(" r:reuse:"), "{record:?}");
+    Ok(())
+}
