@@ -23,6 +23,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
 
 pub use test_support::RedisServer;
@@ -128,6 +131,30 @@ impl TestServer {
 
     pub async fn registry(&self) -> ClientRegistryClient<Channel> {
         ClientRegistryClient::new(self.channel().await)
+    }
+
+    /// Waits until the server's overall health is `want`, following `grpc.health.v1` Watch:
+    /// the server pushes each change, so this is a readiness probe without polling. Bounded.
+    pub async fn wait_for_health(&self, want: ServingStatus) {
+        let mut health = HealthClient::new(self.channel().await);
+        let watched = async {
+            let mut updates = health
+                .watch(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("health Watch")
+                .into_inner();
+            while let Some(update) = updates.message().await.expect("health stream") {
+                if update.status == want as i32 {
+                    return;
+                }
+            }
+            panic!("the health stream ended before {want:?}");
+        };
+        tokio::time::timeout(Duration::from_secs(30), watched)
+            .await
+            .unwrap_or_else(|_| panic!("health never became {want:?}"));
     }
 
     /// Signals shutdown and waits for the server to drain and stop.

@@ -2,33 +2,11 @@
 //! with no restart of the service; calls meanwhile get UNAVAILABLE with RetryInfo.
 
 use e2e::{
-    RedisServer, ServerOptions, TestServer, issue, reason, refresh_request, register_client,
+    RedisServer, ServerOptions, ServingStatus, TestServer, issue, reason, refresh_request,
+    register_client,
 };
 use std::time::Duration;
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
-
-/// Polls the health status until it equals `want` (a readiness probe, bounded).
-async fn wait_for(health: &mut HealthClient<Channel>, want: ServingStatus) {
-    for _ in 0..300 {
-        let status = health
-            .check(HealthCheckRequest {
-                service: "tokens.v1.TokenService".to_owned(),
-            })
-            .await
-            .expect("health check")
-            .into_inner()
-            .status;
-        if status == want as i32 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("health never became {want:?}");
-}
 
 #[tokio::test]
 async fn health_follows_redis_and_the_service_recovers_without_restart() {
@@ -41,15 +19,14 @@ async fn health_follows_redis_and_the_service_recovers_without_restart() {
         },
     )
     .await;
-    let mut health = HealthClient::new(server.channel().await);
-    wait_for(&mut health, ServingStatus::Serving).await;
+    server.wait_for_health(ServingStatus::Serving).await;
 
     let mut tokens = server.tokens().await;
     let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
     let pair = issue(&mut tokens, &client, "alice").await;
 
     redis.kill();
-    wait_for(&mut health, ServingStatus::NotServing).await;
+    server.wait_for_health(ServingStatus::NotServing).await;
     let err = tokens
         .refresh_token_pair(refresh_request(&client, &pair.refresh_token))
         .await
@@ -64,7 +41,7 @@ async fn health_follows_redis_and_the_service_recovers_without_restart() {
     // Redis comes back empty (no persistence here): the client must be registered again, and
     // the service answers without having been restarted.
     redis.restart(&["--save", "", "--appendonly", "no"]);
-    wait_for(&mut health, ServingStatus::Serving).await;
+    server.wait_for_health(ServingStatus::Serving).await;
     let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
     let pair = issue(&mut tokens, &client, "alice").await;
     tokens

@@ -4,17 +4,15 @@
 //! current generation, and refreshes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use e2e::{KEYRING, RedisServer, ServerOptions, TestServer, issue, register_client};
+use e2e::{KEYRING, RedisServer, ServerOptions, ServingStatus, TestServer, issue, register_client};
 use token_client::{ClientConfig, TokenClient};
 use token_core::store::FamilyStatus;
 use token_core::token::Claims;
 use token_core::{FamilyId, Store as _};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+use tokio::sync::watch;
 
 /// Every acknowledged write reaches the disk before Redis answers.
 const DURABLE: [&str; 6] = [
@@ -27,37 +25,13 @@ const DURABLE: [&str; 6] = [
 ];
 const FAMILIES: usize = 16;
 
-async fn wait_for_health(server: &TestServer, want: ServingStatus) {
-    let mut health = HealthClient::new(server.channel().await);
-    for _ in 0..500 {
-        let status = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .expect("health check")
-            .into_inner()
-            .status;
-        if status == want as i32 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("health never became {want:?}");
-}
-
-/// Waits (a bounded readiness poll) until `counter` reaches `at_least`.
-async fn wait_for_count(counter: &AtomicU64, at_least: u64) {
-    for _ in 0..3000 {
-        if counter.load(Ordering::Relaxed) >= at_least {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "only {} of {at_least} refreshes",
-        counter.load(Ordering::Relaxed)
-    );
+/// Waits until at least `at_least` refreshes were acknowledged: the workers publish each one.
+async fn wait_for_count(acknowledged: &watch::Sender<u64>, at_least: u64) {
+    let mut seen = acknowledged.subscribe();
+    tokio::time::timeout(Duration::from_secs(60), seen.wait_for(|n| *n >= at_least))
+        .await
+        .unwrap_or_else(|_| panic!("only {} of {at_least} refreshes", *acknowledged.borrow()))
+        .expect("the counter lives as long as the test");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +45,7 @@ async fn no_acknowledged_rotation_is_lost_when_redis_restarts() {
         },
     )
     .await;
-    wait_for_health(&server, ServingStatus::Serving).await;
+    server.wait_for_health(ServingStatus::Serving).await;
     let client = register_client(&mut server.registry().await, "confidential", "", &["read"]).await;
     let mut direct = server.tokens().await;
     let mut pairs = Vec::new();
@@ -89,7 +63,7 @@ async fn no_acknowledged_rotation_is_lost_when_redis_restarts() {
     )
     .unwrap();
 
-    let acknowledged = Arc::new(AtomicU64::new(0));
+    let acknowledged = Arc::new(watch::Sender::new(0u64));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = pairs
         .into_iter()
@@ -102,7 +76,7 @@ async fn no_acknowledged_rotation_is_lost_when_redis_restarts() {
                     match sdk.refresh_token_pair(request).await {
                         Ok(next) => {
                             pair = next;
-                            acknowledged.fetch_add(1, Ordering::Relaxed);
+                            acknowledged.send_modify(|n| *n += 1);
                         }
                         Err(err) => panic!("family {}: {err}", pair.family_id),
                     }
@@ -114,10 +88,10 @@ async fn no_acknowledged_rotation_is_lost_when_redis_restarts() {
 
     wait_for_count(&acknowledged, 200).await;
     redis.kill();
-    wait_for_health(&server, ServingStatus::NotServing).await;
-    let during_outage = acknowledged.load(Ordering::Relaxed);
+    server.wait_for_health(ServingStatus::NotServing).await;
+    let during_outage = *acknowledged.borrow();
     redis.restart(&DURABLE);
-    wait_for_health(&server, ServingStatus::Serving).await;
+    server.wait_for_health(ServingStatus::Serving).await;
     wait_for_count(&acknowledged, during_outage + 200).await;
     stop.store(true, Ordering::Relaxed);
 
@@ -145,7 +119,7 @@ async fn no_acknowledged_rotation_is_lost_when_redis_restarts() {
     }
     println!(
         "redis restart: {} refreshes acknowledged, {} before the outage",
-        acknowledged.load(Ordering::Relaxed),
+        *acknowledged.borrow(),
         during_outage
     );
 }
