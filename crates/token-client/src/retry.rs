@@ -20,13 +20,14 @@ pub const OVERLOADED: &str = "OVERLOADED";
 /// built from a connection, HTTP/2 or I/O error rather than one the server sent). Nothing else:
 /// in particular never `UNAUTHENTICATED` or `INVALID_ARGUMENT`.
 pub fn is_retryable(status: &Status) -> bool {
-    match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded => true,
-        Code::ResourceExhausted => status
-            .get_details_error_info()
-            .is_some_and(|info| info.reason == OVERLOADED),
-        _ => is_transport_failure(status),
-    }
+    is_transport_failure(status)
+        || match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded => true,
+            Code::ResourceExhausted => status
+                .get_details_error_info()
+                .is_some_and(|info| info.reason == OVERLOADED),
+            _ => false,
+        }
 }
 
 /// A status that tonic made from a local transport error (connection refused or reset, HTTP/2
@@ -38,20 +39,11 @@ fn is_transport_failure(status: &Status) -> bool {
     if status.code() == Code::Unknown && status.message().starts_with("Service was not ready") {
         return true;
     }
-    // A connection that broke while the response was read (reset mid-stream) surfaces as
-    // `Unknown` wrapping an HTTP/2 error (e.g. "h2 protocol error: error reading a body from
-    // connection"); the server never sends `Unknown`, so one with a local cause is transport.
-    if status.code() == Code::Unknown && StdError::source(status).is_some() {
-        return true;
-    }
-    let mut source = StdError::source(status);
-    while let Some(err) = source {
-        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+    // A status built on this side from an HTTP/2 or connection error keeps that error as its
+    // source, whatever code tonic gave it: `Unknown` for a body broken mid-stream ("h2 protocol
+    // error: error reading a body from connection"), `RESOURCE_EXHAUSTED` for an HTTP/2
+    // ENHANCE_YOUR_CALM reset (seen in the chaos run). A status the server sent has no source.
+    StdError::source(status).is_some()
 }
 
 /// A status tonic made because the request's own `grpc-timeout` expired on the client side
@@ -102,7 +94,7 @@ mod tests {
     use tonic_types::ErrorDetails;
 
     #[test]
-    fn unknown_with_a_local_cause_is_transport_but_a_server_sent_unknown_is_not() {
+    fn a_status_with_a_local_cause_is_transport_but_a_server_sent_one_is_not() {
         // Stands for an HTTP/2 error type the SDK does not name.
         #[derive(Debug)]
         struct BodyReadFailed;
@@ -116,6 +108,15 @@ mod tests {
         assert_eq!(local.code(), Code::Unknown);
         assert!(is_retryable(&local));
         assert!(!is_retryable(&Status::unknown("sent by the server")));
+        let mut calm = Status::resource_exhausted("h2 protocol error: http2 error");
+        calm.set_source(std::sync::Arc::new(BodyReadFailed));
+        assert!(
+            is_retryable(&calm),
+            "a local HTTP/2 reset is transport, whatever its code"
+        );
+        assert!(!is_retryable(&Status::resource_exhausted(
+            "RATE_LIMITED from the server"
+        )));
     }
 
     fn with_reason(code: Code, reason: &str, retry_after: Option<Duration>) -> Status {
