@@ -9,7 +9,9 @@ scripts/deps.sh
 export PATH="$root/.tools/venv/bin:$PATH"
 
 redis_url="${TOKEN_REDIS_URL:-redis://127.0.0.1:6379}"
-if ! redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
+if redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
+  echo "run: using the Redis already answering at $redis_url (keys under the prefix tok:)"
+else
   if [ -n "${TOKEN_REDIS_URL:-}" ]; then
     echo "run: no Redis answers at TOKEN_REDIS_URL=$redis_url" >&2
     exit 1
@@ -38,7 +40,7 @@ cat <<MSG
 token-server is starting on ${TOKEN_LISTEN:-127.0.0.1:50051} (Redis: $redis_url).
 Try it from another terminal in $root:
 
-  export PATH="$root/.tools/venv/bin:\$PATH"   # grpcurl
+$(if [ -x .tools/venv/bin/grpcurl ]; then echo "  export PATH=\"$root/.tools/venv/bin:\$PATH\"   # grpcurl"; fi)
   bash scripts/grpcurl-examples.sh               # the whole walk-through below
 
 ---- scripts/grpcurl-examples.sh ----

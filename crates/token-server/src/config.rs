@@ -49,7 +49,8 @@ pub struct Config {
     )]
     pub redis_url: String,
 
-    /// File of signing keys (`token-server keygen > keyring` makes one).
+    /// File of signing keys; required to serve (`token-server keygen > keyring` makes one;
+    /// lines `<key-id> <secret> <sign|verify>`, `#` starts a comment).
     #[arg(long, env = "TOKEN_KEYRING")]
     pub keyring: Option<PathBuf>,
 

@@ -1,6 +1,7 @@
 //! `token-server`: serves `tokens.v1` until SIGTERM or Ctrl-C, then drains. A second signal
 //! exits at once.
 
+use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -20,9 +21,15 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_default();
             format!("k{}", now.as_secs())
         });
-        println!("# token-server keyring: <key-id> <secret> <sign|verify>; keep this file secret");
-        println!("{}", Keyring::generate_line(&key_id));
-        return Ok(());
+        let text = format!(
+            "# token-server keyring: <key-id> <secret> <sign|verify>; keep this file secret\n{}\n",
+            Keyring::generate_line(&key_id)
+        );
+        // `keygen | head -1` closes the pipe early; that is not an error worth a panic.
+        return match std::io::stdout().write_all(text.as_bytes()) {
+            Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+            _ => Ok(()),
+        };
     }
 
     let config = cli.config;
