@@ -3,11 +3,11 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::FutureExt as _;
 use token_proto::v1 as pb;
 use token_proto::v1::token_service_client::TokenServiceClient;
+use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt as _;
@@ -71,7 +71,7 @@ impl TokenClient {
             caller: Caller {
                 grpc: TokenServiceClient::new(channel),
                 config,
-                rpcs_sent: Arc::new(AtomicU64::new(0)),
+                rpcs_sent: Arc::new(watch::Sender::new(0)),
             },
             refreshes: Arc::new(SingleFlight::new()),
         }
@@ -85,7 +85,13 @@ impl TokenClient {
     /// RPC attempts this client (and its clones) has sent so far, retries included. A refresh
     /// that joined another caller's flight sends nothing and adds nothing.
     pub fn rpcs_sent(&self) -> u64 {
-        self.caller.rpcs_sent.load(Ordering::SeqCst)
+        *self.caller.rpcs_sent.borrow()
+    }
+
+    /// Follows [`TokenClient::rpcs_sent`]: `wait_for(|n| *n >= k)` on the receiver resolves
+    /// once k attempts have been sent (for tests and diagnostics, without polling).
+    pub fn watch_rpcs_sent(&self) -> watch::Receiver<u64> {
+        self.caller.rpcs_sent.subscribe()
     }
 
     /// Distinct refreshes in flight right now (a diagnostic; zero when the client is idle).
@@ -184,7 +190,8 @@ impl fmt::Debug for TokenClient {
 struct Caller {
     grpc: TokenServiceClient<Channel>,
     config: ClientConfig,
-    rpcs_sent: Arc<AtomicU64>,
+    /// A watch channel rather than an atomic so that callers can wait for a count.
+    rpcs_sent: Arc<watch::Sender<u64>>,
 }
 
 impl Caller {
@@ -208,7 +215,7 @@ impl Caller {
             attempt += 1;
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(config.deadline);
-            self.rpcs_sent.fetch_add(1, Ordering::SeqCst);
+            self.rpcs_sent.send_modify(|sent| *sent += 1);
             let outcome = tokio::time::timeout(config.deadline, rpc(self.grpc.clone(), req)).await;
             let status = match outcome {
                 Ok(Ok(response)) => return Ok(response.into_inner()),

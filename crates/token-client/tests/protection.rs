@@ -8,7 +8,7 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{fixture, issue_request, refresh_request, wait_until};
+use common::{fixture, issue_request, refresh_request, wait_for_rpcs};
 use e2e::{RedisServer, ServerOptions, TestServer};
 use token_client::{ClientConfig, TokenClient, pb};
 use tonic::Code;
@@ -78,6 +78,9 @@ async fn a_call_shed_as_overloaded_is_retried_until_admitted() -> anyhow::Result
             ..ClientConfig::default()
         },
     )?;
+    // The refresh has been handed to the transport; probe until the server holds it (each
+    // probe is a round trip, so this loop paces itself).
+    wait_for_rpcs(&holder, 1, "the held refresh is sent").await;
     let mut shed = None;
     for _ in 0..2000 {
         match probe.introspect_token(garbage_introspection()).await {
@@ -85,7 +88,7 @@ async fn a_call_shed_as_overloaded_is_retried_until_admitted() -> anyhow::Result
                 shed = Some(err);
                 break;
             }
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ => tokio::task::yield_now().await,
         }
     }
     let shed = shed.expect("the refresh never held the permit");
@@ -101,7 +104,7 @@ async fn a_call_shed_as_overloaded_is_retried_until_admitted() -> anyhow::Result
     )?;
     let call = tokio::spawn(sdk.introspect_token(garbage_introspection()));
     // The SDK saw at least one OVERLOADED (the permit is still held) and retried.
-    wait_until("a retry after being shed", || sdk.rpcs_sent() >= 2).await;
+    wait_for_rpcs(&sdk, 2, "a retry after being shed").await;
     signal(pid, "-CONT");
 
     let answer = call.await?.expect("admitted once the permit is free");

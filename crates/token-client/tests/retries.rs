@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fixture, issue_request, refresh_request, wait_until};
+use common::{fixture, issue_request, refresh_request, wait_for_rpcs};
 use e2e::{RedisServer, ServerOptions, TestServer};
 use token_client::{ClientConfig, TokenClient, pb};
 use tokio::net::TcpListener;
@@ -51,10 +51,7 @@ async fn a_refresh_during_a_redis_outage_succeeds_once_redis_is_back() -> anyhow
         tokio::spawn(sdk.refresh_token_pair(refresh_request(&client, &pair.refresh_token)));
     // A second attempt is only ever sent after the first one failed: the SDK has seen the
     // outage. Only then does Redis come back, from another task.
-    wait_until("a retry after a failed attempt", || {
-        sdk.rpcs_sent() >= before + 2
-    })
-    .await;
+    wait_for_rpcs(&sdk, before + 2, "a retry after a failed attempt").await;
     let _redis = tokio::task::spawn_blocking(move || {
         redis.restart(DURABLE);
         redis

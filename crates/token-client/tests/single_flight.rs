@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fixture, issue_request, refresh_request, wait_until};
+use common::{fixture, issue_request, refresh_request, wait_for_rpcs};
 use e2e::ServerOptions;
 use token_client::{ClientConfig, TokenClient, pb};
 use tokio::net::TcpListener;
@@ -108,7 +108,7 @@ async fn cancelled_refreshes_leave_no_entry_and_survivors_keep_the_rpc() -> anyh
 
     let starter = tokio::spawn(sdk.refresh_token_pair(request.clone()));
     let follower = tokio::spawn(sdk.refresh_token_pair(request.clone()));
-    wait_until("the RPC is sent", || sdk.rpcs_sent() >= 1).await;
+    wait_for_rpcs(&sdk, 1, "the RPC is sent").await;
 
     starter.abort();
     assert!(starter.await.unwrap_err().is_cancelled());

@@ -49,13 +49,12 @@ pub fn refresh_request(client: &TestClient, refresh_token: &str) -> pb::RefreshT
     e2e::refresh_request(client, refresh_token)
 }
 
-/// Polls `ready` until it holds: a readiness probe, bounded (10 s), never a timing assertion.
-pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if ready() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("never became ready: {what}");
+/// Waits until `sdk` has sent at least `at_least` RPC attempts: the SDK publishes each one, so
+/// this is a readiness signal, not polling. Bounded (10 s), never a timing assertion.
+pub async fn wait_for_rpcs(sdk: &TokenClient, at_least: u64, what: &str) {
+    let mut sent = sdk.watch_rpcs_sent();
+    tokio::time::timeout(Duration::from_secs(10), sent.wait_for(|n| *n >= at_least))
+        .await
+        .unwrap_or_else(|_| panic!("never became ready: {what}"))
+        .expect("the client outlives the wait");
 }
