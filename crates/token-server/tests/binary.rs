@@ -158,10 +158,12 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     // Refusals of every kind, each carrying something secret in the request.
     let wrong_secret = format!("{}x", created.client_secret);
     secrets.0.push(wrong_secret.clone());
-    let tampered = format!(
-        "{}A",
-        &second.refresh_token[..second.refresh_token.len() - 1]
-    );
+    // Change the MAC's last character (to a different one: it may already be 'A').
+    let (head, last) = second
+        .refresh_token
+        .split_at(second.refresh_token.len() - 1);
+    let tampered = format!("{head}{}", if last == "A" { "Q" } else { "A" });
+    assert_ne!(tampered, second.refresh_token);
     secrets.token(&tampered);
     for request in [
         refresh(&second.refresh_token, &wrong_secret),
