@@ -225,6 +225,10 @@ impl<S: Store> TokenService<S> {
     /// Authenticates the client and runs the refresh state machine. Identical refreshes in
     /// flight on this instance share one run; all but the first get the pair as a replay.
     pub async fn refresh(&self, req: RefreshRequest<'_>) -> Result<TokenPair, Error> {
+        // Sizes first: an oversize request is refused before it is copied into a flight key.
+        validate::client_id("client_id", req.client_id)?;
+        validate::optional("client_secret", req.client_secret, MAX_SECRET_LEN)?;
+        validate::required("refresh_token", req.refresh_token, MAX_TOKEN_LEN)?;
         let key = RefreshKey {
             client_id: req.client_id.to_owned(),
             client_secret: req.client_secret.to_owned(),
@@ -247,10 +251,8 @@ impl<S: Store> TokenService<S> {
         }
     }
 
+    /// The refresh itself, for requests whose fields `refresh` has validated.
     async fn refresh_once(&self, req: RefreshRequest<'_>) -> Result<TokenPair, Error> {
-        validate::client_id("client_id", req.client_id)?;
-        validate::optional("client_secret", req.client_secret, MAX_SECRET_LEN)?;
-        validate::required("refresh_token", req.refresh_token, MAX_TOKEN_LEN)?;
         let requested = Scopes::parse("scopes", req.scopes)?;
         let Claims::Refresh(claims) = self.keyring.verify("refresh_token", req.refresh_token)?
         else {
