@@ -6,6 +6,7 @@
 //! - [`ServerOptions`]: lifetimes, clock, keyring and key prefix for an instance.
 //! - [`reason`]: the `ErrorInfo.reason` of a status, which is what tests assert on.
 //! - [`register_client`]: creates a client through the `ClientRegistry` RPC.
+//! - [`warm_up`]: opens every Redis connection and loads the scripts, for fault tests.
 
 #![forbid(unsafe_code)]
 
@@ -225,6 +226,27 @@ pub fn refresh_request(client: &TestClient, refresh_token: &str) -> pb::RefreshT
         client_secret: client.client_secret.clone(),
         refresh_token: refresh_token.to_owned(),
         scopes: vec![],
+    }
+}
+
+/// Makes every Redis connection of the server exist and the rotate script loaded, so that the
+/// next refresh sends exactly one command, the rotation: no handshake or script load left to
+/// absorb an armed fault.
+pub async fn warm_up(server: &TestServer, client: &TestClient) {
+    let mut tokens = server.tokens().await;
+    let pair = issue(&mut tokens, client, "warm-up").await;
+    tokens
+        .refresh_token_pair(refresh_request(client, &pair.refresh_token))
+        .await
+        .expect("warm-up refresh");
+    // More calls than the store has connections, each taking the next one round-robin.
+    for _ in 0..16 {
+        tokens
+            .introspect_token(pb::IntrospectTokenRequest {
+                token: pair.access_token.clone(),
+            })
+            .await
+            .expect("warm-up introspection");
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use e2e::{
     RedisServer, ServerOptions, TestServer, issue, reason, refresh_request, register_client,
+    warm_up,
 };
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use test_support::fault_proxy::{Fault, FaultProxy};
@@ -15,27 +16,6 @@ use token_core::{FamilyId, Lifetimes, ManualClock, Store as _};
 use tonic_types::StatusExt as _;
 
 const GRACE: Duration = Duration::from_secs(60);
-
-/// Makes every Redis connection of the server exist and the rotate script loaded, so that the
-/// next refresh sends exactly one command, the rotation: no handshake or script load left to
-/// absorb an armed fault.
-async fn warm_up(server: &TestServer, client: &e2e::TestClient) {
-    let mut tokens = server.tokens().await;
-    let pair = issue(&mut tokens, client, "warm-up").await;
-    tokens
-        .refresh_token_pair(refresh_request(client, &pair.refresh_token))
-        .await
-        .expect("warm-up refresh");
-    // More calls than the store has connections, each taking the next one round-robin.
-    for _ in 0..16 {
-        tokens
-            .introspect_token(token_proto::v1::IntrospectTokenRequest {
-                token: pair.access_token.clone(),
-            })
-            .await
-            .expect("warm-up introspection");
-    }
-}
 
 /// A server whose Redis traffic crosses `proxy`, on a manual clock, with health pings rare
 /// enough not to consume armed faults.

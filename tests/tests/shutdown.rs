@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use e2e::{RedisServer, ServerOptions, TestServer, issue, refresh_request, register_client};
+use e2e::{
+    RedisServer, ServerOptions, TestServer, issue, refresh_request, register_client, warm_up,
+};
 use test_support::fault_proxy::{Fault, FaultProxy};
 
 #[tokio::test]
@@ -21,21 +23,8 @@ async fn an_rpc_in_flight_at_shutdown_completes() {
     .await;
     let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
     let mut tokens = server.tokens().await;
-    // Load the rotate script and open every Redis connection first, so the refresh below sends
-    // exactly one Redis command.
-    let warm = issue(&mut tokens, &client, "warm-up").await;
-    tokens
-        .refresh_token_pair(refresh_request(&client, &warm.refresh_token))
-        .await
-        .unwrap();
-    for _ in 0..16 {
-        tokens
-            .introspect_token(token_proto::v1::IntrospectTokenRequest {
-                token: warm.access_token.clone(),
-            })
-            .await
-            .unwrap();
-    }
+    // The refresh below must send exactly one Redis command, the one the proxy stalls.
+    warm_up(&server, &client).await;
     let pair = issue(&mut tokens, &client, "alice").await;
 
     proxy.set_stall_for(Duration::from_millis(500));
