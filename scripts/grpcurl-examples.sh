@@ -30,4 +30,11 @@ grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"token\":\"$RT\"}" \
   "$ADDR" tokens.v1.TokenService/RevokeToken
 grpcurl -plaintext -emit-defaults -d "{\"token\":\"$RT\"}" "$ADDR" tokens.v1.TokenService/IntrospectToken
 
+# The client's refresh audit, newest first (filter with "outcomes", "since", "until"), and its
+# outcome counts over the last hour.
+grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"page_size\":10}" \
+  "$ADDR" tokens.v1.TokenService/ListRefreshEvents
+grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"window\":\"3600s\"}" \
+  "$ADDR" tokens.v1.TokenService/SummarizeRefreshEvents
+
 grpcurl -plaintext "$ADDR" grpc.health.v1.Health/Check

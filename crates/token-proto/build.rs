@@ -17,6 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("tokens_v1_descriptor.bin"))
-        .compile_with_config(config, &protos, &[proto_root])?;
+        .compile_with_config(
+            config,
+            &protos,
+            // The well-known types (Timestamp, Duration) ship with the vendored protoc.
+            &[proto_root, protoc_bin_vendored::include_path()?],
+        )?;
     Ok(())
 }

@@ -19,7 +19,7 @@ use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
 use token_server::{App, AppOptions};
-use token_store::{RedisStore, StoreConfig};
+use token_store::{AuditConfig, AuditLog, RedisStore, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -49,6 +49,9 @@ pub struct ServerOptions {
     pub max_concurrent_calls: usize,
     /// How often the server pings Redis for its health status.
     pub health_interval: Duration,
+    pub audit: AuditConfig,
+    /// Serve `/metrics` on a loopback port too ([`TestServer::admin_addr`]).
+    pub admin: bool,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +66,8 @@ impl Default for ServerOptions {
             client_cache_ttl: Duration::from_secs(1),
             max_concurrent_calls: 2048,
             health_interval: Duration::from_millis(100),
+            audit: AuditConfig::default(),
+            admin: false,
         }
     }
 }
@@ -72,13 +77,17 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The use cases behind the server, for reading the store directly.
     pub service: Arc<TokenService<RedisStore>>,
+    /// The admin HTTP address (`/metrics`), when [`ServerOptions::admin`] asked for one.
+    pub admin_addr: Option<SocketAddr>,
+    /// The server's refresh audit, to flush before a test arms a fault.
+    pub audit: AuditLog,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), token_server::ServerError>>,
 }
 
 impl TestServer {
     pub async fn start(redis_url: &str, options: ServerOptions) -> Self {
-        let app = App::new(
+        let mut app = App::new(
             &StoreConfig {
                 url: redis_url.to_owned(),
                 pool_size: options.pool_size,
@@ -93,10 +102,20 @@ impl TestServer {
                 health_interval: options.health_interval,
                 shutdown_timeout: Duration::from_secs(10),
                 max_concurrent_calls: options.max_concurrent_calls,
+                audit: options.audit,
             },
         )
         .expect("cannot build the app");
         let service = app.service.clone();
+        let audit = app.audit.clone();
+        let mut admin_addr = None;
+        if options.admin {
+            let admin = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("cannot bind a loopback port");
+            admin_addr = Some(admin.local_addr().expect("admin address"));
+            app = app.with_admin_listener(admin);
+        }
         // Bound before `run` starts, so clients may connect at once: the kernel queues them.
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -109,6 +128,8 @@ impl TestServer {
         Self {
             addr,
             service,
+            admin_addr,
+            audit,
             shutdown: Some(tx),
             task,
         }
@@ -248,6 +269,9 @@ pub async fn warm_up(server: &TestServer, client: &TestClient) {
             .await
             .expect("warm-up introspection");
     }
+    // The warm-up refresh's audit event is written in the background: done before returning,
+    // so it cannot take a fault the test arms next.
+    server.audit.flush().await;
 }
 
 /// The `google.rpc.ErrorInfo` reason of a status, or a panic naming what was there instead.

@@ -16,7 +16,6 @@ use token_core::{FamilyId, Keyring, Store};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
@@ -73,24 +72,20 @@ impl Env {
         }
     }
 
-    /// `DBSIZE` over a raw RESP connection: e2e has no Redis client of its own, and one
-    /// integer reply is all it takes to see that no family or client record appeared.
+    /// Keys in Redis besides the refresh audit (`<prefix>a:{client}` streams): a refused
+    /// request is audited, and that is the only trace it may leave.
     async fn redis_key_count(&self) -> u64 {
-        let mut conn = tokio::net::TcpStream::connect(self.redis.addr())
+        let mut conn = deadpool_redis::redis::Client::open(self.redis.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
             .await
             .expect("cannot connect to redis-server");
-        conn.write_all(b"DBSIZE\r\n").await.expect("send DBSIZE");
-        let mut reply = Vec::new();
-        while !reply.ends_with(b"\r\n") {
-            let mut buf = [0u8; 32];
-            let n = conn.read(&mut buf).await.expect("read DBSIZE reply");
-            assert!(n > 0, "redis-server closed the connection");
-            reply.extend_from_slice(&buf[..n]);
-        }
-        let text = String::from_utf8(reply).expect("DBSIZE reply is text");
-        text.strip_prefix(':')
-            .and_then(|n| n.trim_end().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected DBSIZE reply {text:?}"))
+        let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        keys.iter().filter(|k| !k.contains(":a:{")).count() as u64
     }
 
     async fn refresh(&mut self, req: pb::RefreshTokenPairRequest) -> Result<pb::TokenPair, Status> {

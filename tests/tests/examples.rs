@@ -29,5 +29,17 @@ async fn the_printed_grpcurl_examples_work() {
     assert_eq!(stdout.matches("\"active\": true").count(), 1, "{stdout}");
     assert_eq!(stdout.matches("\"active\": false").count(), 1, "{stdout}");
     assert!(stdout.contains("tokens.v1.TokenService"), "{stdout}");
+    // The audit lists the rotation and the replay; the summary counts them.
+    assert_eq!(
+        stdout.matches("\"outcome\": \"rotated\"").count(),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("\"outcome\": \"replayed\"").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"total\": \"2\""), "{stdout}");
     server.stop().await;
 }

@@ -385,5 +385,70 @@ async fn operator_drives_the_service_with_grpcurl() {
     assert_eq!(info["domain"], "tokens.v1", "{info:#}");
     assert_eq!(info["metadata"]["oauth_error"], "invalid_grant", "{info:#}");
 
+    // The audit of this client, newest first: what the operator did above, with reasons.
+    let audit = grpcurl
+        .call(
+            "tokens.v1.TokenService/ListRefreshEvents",
+            &json!({ "client_id": client_id }),
+        )
+        .await;
+    let events = audit["events"].as_array().expect("events");
+    let outcomes: Vec<&str> = events.iter().map(|e| text(e, "outcome")).collect();
+    assert_eq!(
+        outcomes,
+        ["revoked", "revoked", "replayed", "rotated"],
+        "{audit:#}"
+    );
+    assert_eq!(text(&events[0], "reason"), "TOKEN_REVOKED");
+    assert_eq!(text(&events[0], "familyId"), family_id);
+    // (No trace id here: this test process installs no tracing subscriber; the observability
+    // tests check that each event's trace id leads to its spans.)
+    // Times are RFC 3339 in grpcurl's JSON, and filters take them the same way.
+    let newest = text(&events[0], "time").to_owned();
+    assert!(newest.ends_with('Z'), "{newest}");
+    let filtered = grpcurl
+        .call(
+            "tokens.v1.TokenService/ListRefreshEvents",
+            &json!({
+                "client_id": client_id,
+                "outcomes": ["rotated", "replayed"],
+                "until": newest,
+                "page_size": 1,
+            }),
+        )
+        .await;
+    let page: Vec<&str> = filtered["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| text(e, "outcome"))
+        .collect();
+    assert_eq!(page, ["replayed"], "{filtered:#}");
+    assert!(!text(&filtered, "nextPageToken").is_empty(), "{filtered:#}");
+
+    let summary = grpcurl
+        .call(
+            "tokens.v1.TokenService/SummarizeRefreshEvents",
+            &json!({ "client_id": client_id, "window": "3600s" }),
+        )
+        .await;
+    assert_eq!(summary["outcomes"]["revoked"], json!("2"), "{summary:#}");
+    assert_eq!(summary["outcomes"]["rotated"], json!("1"), "{summary:#}");
+    assert_eq!(summary["outcomes"]["reused"], json!("0"), "{summary:#}");
+    assert_eq!(text(&summary, "total"), "4", "{summary:#}");
+
+    // A bad filter is refused with the field named.
+    let bad = grpcurl
+        .invoke(
+            "tokens.v1.TokenService/ListRefreshEvents",
+            &json!({ "client_id": client_id, "outcomes": ["stolen"] }),
+        )
+        .await;
+    assert!(
+        !bad.success() && bad.output().contains("MALFORMED_REQUEST"),
+        "{}",
+        bad.describe()
+    );
+
     server.stop().await;
 }

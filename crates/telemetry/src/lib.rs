@@ -1,16 +1,40 @@
-//! Telemetry setup shared by every binary: one call at start, one guard to hold until exit.
+//! Telemetry shared by every binary: logs, OpenTelemetry traces and metrics, and W3C trace
+//! context propagation. One call at start ([`init`]), one guard to hold until exit.
 //!
 //! # Layout
-//! - [`init`]: installs the global `tracing` subscriber: `EnvFilter` from `RUST_LOG`
-//!   (default `info`), pretty (coloured only on a terminal) or JSON lines on stderr.
-//! - [`LogFormat`]: the two output formats.
+//! - [`init`] / [`init_with`]: the global `tracing` subscriber: logs on stderr (pretty or JSON
+//!   lines, each with the trace and span id of the span it was written in), filtered by
+//!   `RUST_LOG` (default `info`); and spans exported as OpenTelemetry traces over OTLP/gRPC
+//!   when an endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+//!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; sampling from `OTEL_TRACES_SAMPLER[_ARG]`, default
+//!   parent-based always-on). Trace ids are made either way, for logs and the audit.
+//! - [`propagation`]: `traceparent` in and out of HTTP and gRPC headers.
+//! - [`metrics`]: a meter provider per service instance, read by a Prometheus text endpoint
+//!   and exported over OTLP when configured.
+//! - [`LogFormat`]: the two log formats.
 
 #![forbid(unsafe_code)]
 
+mod log_format;
+pub mod metrics;
+pub mod propagation;
+
 use std::io::IsTerminal as _;
 use std::str::FromStr;
+use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::log_format::WithTraceIds;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,25 +60,138 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Keeps telemetry alive; dropping it flushes what is buffered.
-#[must_use = "telemetry stops when the guard is dropped"]
-pub struct Guard {
-    _private: (),
+/// Everything [`init_with`] needs.
+#[derive(Debug, Clone)]
+pub struct TelemetryOptions {
+    /// `service.name` of the exported spans.
+    pub service_name: &'static str,
+    pub log_format: LogFormat,
+    /// Where to export traces over OTLP/gRPC; `None` reads the standard `OTEL_*` variables,
+    /// and exports nothing when they name no endpoint.
+    pub otlp_endpoint: Option<String>,
 }
 
-/// Installs the global subscriber for `service_name`. Call once, early in `main`.
-pub fn init(service_name: &'static str, format: LogFormat) -> Guard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: in files and log pipelines they are noise.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_target(true);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+/// Keeps telemetry alive; dropping it flushes what is buffered and stops the exporter.
+#[must_use = "telemetry stops when the guard is dropped"]
+pub struct Guard {
+    tracer_provider: SdkTracerProvider,
+}
+
+impl Guard {
+    /// Exports every finished span now.
+    pub fn flush(&self) {
+        if let Err(err) = self.tracer_provider.force_flush() {
+            tracing::warn!(error = %err, "flushing traces failed");
+        }
     }
-    tracing::debug!(service = service_name, "telemetry initialised");
-    Guard { _private: () }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(err) = self
+            .tracer_provider
+            .shutdown_with_timeout(Duration::from_secs(5))
+        {
+            eprintln!("telemetry: exporting the last traces failed: {err}");
+        }
+    }
+}
+
+/// Installs logs and tracing for `service_name`, exporting per the `OTEL_*` variables.
+/// Call once, early in `main`, inside the Tokio runtime (the OTLP exporter runs on it).
+pub fn init(service_name: &'static str, format: LogFormat) -> Guard {
+    init_with(TelemetryOptions {
+        service_name,
+        log_format: format,
+        otlp_endpoint: None,
+    })
+}
+
+/// [`init`] with every option explicit.
+pub fn init_with(options: TelemetryOptions) -> Guard {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let tracer_provider = tracer_provider(&options);
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a terminal: in files and log pipelines they are noise.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(true);
+    let logs = match options.log_format {
+        LogFormat::Pretty => logs
+            .event_format(WithTraceIds::pretty(
+                tracing_subscriber::fmt::format().with_ansi(ansi),
+            ))
+            .boxed(),
+        LogFormat::Json => logs
+            .event_format(WithTraceIds::json(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+            ))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .boxed(),
+    }
+    .with_filter(filter);
+
+    // Spans go to OpenTelemetry whatever RUST_LOG says (it is about log lines), but not the
+    // HTTP/2 and exporter internals: their spans are noise, and the exporter's own would
+    // feed back into it.
+    let spans = Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("h2", LevelFilter::OFF)
+        .with_target("hyper", LevelFilter::OFF)
+        .with_target("hyper_util", LevelFilter::OFF)
+        .with_target("tonic", LevelFilter::OFF)
+        .with_target("tower", LevelFilter::OFF)
+        .with_target("opentelemetry", LevelFilter::OFF)
+        .with_target("opentelemetry_sdk", LevelFilter::OFF)
+        .with_target("opentelemetry_otlp", LevelFilter::OFF);
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(tracer_provider.tracer(options.service_name))
+        .with_filter(spans);
+
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .init();
+    tracing::debug!(service = options.service_name, "telemetry initialised");
+    Guard { tracer_provider }
+}
+
+/// The OTLP endpoint for `signal` ("TRACES" or "METRICS") from the environment, if any.
+pub(crate) fn endpoint_from_env(signal: &str) -> Option<String> {
+    [
+        format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+}
+
+pub(crate) fn resource(service_name: &'static str) -> Resource {
+    Resource::builder().with_service_name(service_name).build()
+}
+
+fn tracer_provider(options: &TelemetryOptions) -> SdkTracerProvider {
+    let builder = SdkTracerProvider::builder().with_resource(resource(options.service_name));
+    let Some(endpoint) = options
+        .otlp_endpoint
+        .clone()
+        .or_else(|| endpoint_from_env("TRACES"))
+    else {
+        return builder.build();
+    };
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .build()
+    {
+        Ok(exporter) => builder.with_batch_exporter(exporter).build(),
+        Err(err) => {
+            eprintln!("telemetry: cannot export traces to {endpoint}: {err}; not exporting");
+            builder.build()
+        }
+    }
 }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fault_proxy;
+pub mod otlp;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -40,12 +41,13 @@ pub fn require_program(name: &str, install_hint: &str) -> PathBuf {
 /// The project's Python (`.tools/venv`, made by `scripts/deps.sh`), with the PyPI tools of
 /// `scripts/requirements-tools.txt` (prometheus-client, authlib, requests) importable.
 pub fn tools_python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.tools/venv/bin/python")
-        .canonicalize()
-        .unwrap_or_else(|_| {
-            panic!("the project virtualenv .tools/venv is missing; run `make deps` (scripts/deps.sh)")
-        })
+    // Not canonicalized: the venv's python is a symlink, and resolving it would leave the venv.
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
+    assert!(
+        python.exists(),
+        "the project virtualenv .tools/venv is missing; run `make deps` (scripts/deps.sh)"
+    );
+    python
 }
 
 /// A redis-server child process on a free loopback port, with its own working directory.

@@ -11,11 +11,13 @@ use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt as _;
+use tracing::Instrument as _;
 
 use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::retry;
 use crate::single_flight::SingleFlight;
+use crate::trace_context;
 
 /// A `tokens.v1.TokenService` client with per-attempt deadlines, retries with exponential
 /// backoff and full jitter, and single-flight refreshes.
@@ -185,6 +187,9 @@ impl fmt::Debug for TokenClient {
     }
 }
 
+/// The gRPC service name, as spans and `grpc-status` paths spell it.
+const SERVICE: &str = "tokens.v1.TokenService";
+
 /// What one call needs, owned, so that a refresh flight can run on its own.
 #[derive(Clone)]
 struct Caller {
@@ -196,8 +201,27 @@ struct Caller {
 
 impl Caller {
     /// Sends `request` through `rpc` until it succeeds, fails with a status that is not
-    /// retryable, or `max_attempts` attempts have been made.
-    async fn call<Req, Resp, F, Fut>(
+    /// retryable, or `max_attempts` attempts have been made. Each attempt is a client span,
+    /// child of the span current when the call was made, and carries its trace context to
+    /// the server (`traceparent`), so every retry shows in the caller's trace.
+    fn call<Req, Resp, F, Fut>(
+        self,
+        method: &'static str,
+        request: Req,
+        rpc: F,
+    ) -> impl Future<Output = Result<Resp, Error>> + use<Req, Resp, F, Fut>
+    where
+        Req: Clone,
+        F: Fn(TokenServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        // Taken now: a refresh flight may be driven from another task.
+        let caller_span = tracing::Span::current();
+        self.call_in_spans(method, request, rpc)
+            .instrument(caller_span)
+    }
+
+    async fn call_in_spans<Req, Resp, F, Fut>(
         self,
         method: &'static str,
         request: Req,
@@ -213,10 +237,33 @@ impl Caller {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let span = tracing::info_span!(
+                "rpc",
+                otel.name = %format_args!("{SERVICE}/{method}"),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = SERVICE,
+                rpc.method = method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                tokens.attempt = attempt,
+            );
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(config.deadline);
+            trace_context::inject(&span, req.metadata_mut().as_mut());
             self.rpcs_sent.send_modify(|sent| *sent += 1);
-            let outcome = tokio::time::timeout(config.deadline, rpc(self.grpc.clone(), req)).await;
+            let outcome = tokio::time::timeout(config.deadline, rpc(self.grpc.clone(), req))
+                .instrument(span.clone())
+                .await;
+            let code = match &outcome {
+                Ok(Ok(_)) => 0,
+                Ok(Err(status)) => status.code() as i64,
+                Err(_) => tonic::Code::DeadlineExceeded as i64,
+            };
+            span.record("rpc.grpc.status_code", code);
+            if code != 0 {
+                span.record("otel.status_code", "ERROR");
+            }
             let status = match outcome {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 // tonic's channel enforces the `grpc-timeout` it sends, too, and reports it as

@@ -60,6 +60,7 @@ mod error;
 pub mod retry;
 mod session;
 mod single_flight;
+mod trace_context;
 
 pub use client::TokenClient;
 pub use config::ClientConfig;

@@ -75,6 +75,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// The `ErrorInfo.reason` of this error (DESIGN.md, the reasons table).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Malformed { .. } => "MALFORMED_REQUEST",
+            Error::TokenInvalid => "TOKEN_INVALID",
+            Error::InvalidClient => "INVALID_CLIENT",
+            Error::ClientMismatch => "CLIENT_MISMATCH",
+            Error::TokenExpired => "TOKEN_EXPIRED",
+            Error::TokenRevoked => "TOKEN_REVOKED",
+            Error::TokenReused { .. } => "TOKEN_REUSED",
+            Error::InvalidScope(_) => "INVALID_SCOPE",
+            Error::StoreUnavailable(_) => "STORE_UNAVAILABLE",
+            Error::Overloaded => "OVERLOADED",
+            Error::RateLimited { .. } => "RATE_LIMITED",
+            Error::ClientExists(_) => "CLIENT_EXISTS",
+            Error::ClientNotFound(_) => "CLIENT_NOT_FOUND",
+            Error::PublicClient(_) => "PUBLIC_CLIENT",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
     pub(crate) fn malformed(field: &'static str, problem: impl Into<String>) -> Self {
         Self::Malformed {
             field,

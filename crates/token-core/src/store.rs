@@ -79,11 +79,27 @@ pub enum RotateOutcome {
     Revoked,
     /// The family belongs to another client. Nothing changed.
     ClientMismatch,
-    /// A retired token outside grace; the family was revoked now unless the policy is
-    /// reject-only.
-    Reused {
-        family_revoked: bool,
-    },
+    /// A retired token outside grace (see [`Reuse`] for what was done about it).
+    Reused(Reuse),
+}
+
+/// What the state machine did about a reused refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Revoked the family (policy `revoke-family`).
+    FamilyRevoked,
+    /// Refused the token and kept the family (policy `reject-only`): what enforcement would
+    /// have revoked, for operators measuring it first.
+    Refused,
+    /// A duplicate of a request older than the current generation, arriving late (its
+    /// timestamp is before the last rotation): refused without revoking under any policy.
+    StaleDuplicate,
+}
+
+impl Reuse {
+    pub fn family_revoked(self) -> bool {
+        self == Reuse::FamilyRevoked
+    }
 }
 
 /// Whether a family may still be used.

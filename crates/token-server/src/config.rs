@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use telemetry::LogFormat;
 use token_core::Lifetimes;
-use token_store::StoreConfig;
+use token_store::{AuditConfig, StoreConfig};
 
 /// The command line of `token-server`.
 #[derive(Debug, Parser)]
@@ -100,6 +100,19 @@ pub struct Config {
     #[arg(long, env = "TOKEN_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Address of the admin HTTP server (`GET /metrics`, Prometheus text format); `off` for
+    /// none. Keep it off the public network.
+    #[arg(long, env = "TOKEN_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: OptionalAddr,
+
+    /// How long refresh audit events are kept (`ListRefreshEvents`).
+    #[arg(long, env = "TOKEN_AUDIT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
+
+    /// The most audit events kept per client; the oldest go first.
+    #[arg(long, env = "TOKEN_AUDIT_MAX_EVENTS", default_value_t = 10_000)]
+    pub audit_max_events: u64,
+
     /// Log output: `pretty` or `json`. Verbosity comes from `RUST_LOG`.
     #[arg(long, env = "TOKEN_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
@@ -118,6 +131,8 @@ pub enum ConfigError {
     AbsoluteShorterThanIdle,
     #[error("--grace-period must be shorter than --refresh-idle-ttl")]
     GraceTooLong,
+    #[error("{0} must be at most {1}")]
+    TooLarge(&'static str, &'static str),
 }
 
 impl Config {
@@ -131,6 +146,7 @@ impl Config {
             ("--refresh-idle-ttl", self.refresh_idle_ttl),
             ("--redis-timeout", self.redis_timeout),
             ("--health-interval", self.health_interval),
+            ("--audit-retention", self.audit_retention),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));
@@ -138,6 +154,16 @@ impl Config {
         }
         if self.redis_pool_size == 0 {
             return Err(ConfigError::Zero("--redis-pool-size"));
+        }
+        if self.audit_max_events == 0 {
+            return Err(ConfigError::Zero("--audit-max-events"));
+        }
+        // Bounds keep every audit script call short and every number exact in Lua.
+        if self.audit_max_events > MAX_AUDIT_EVENTS {
+            return Err(ConfigError::TooLarge("--audit-max-events", "1000000"));
+        }
+        if self.audit_retention > MAX_AUDIT_RETENTION {
+            return Err(ConfigError::TooLarge("--audit-retention", "366days"));
         }
         if self.max_concurrent_calls == 0 {
             return Err(ConfigError::Zero("--max-concurrent-calls"));
@@ -169,9 +195,38 @@ impl Config {
         }
     }
 
+    pub fn audit(&self) -> AuditConfig {
+        AuditConfig {
+            retention: self.audit_retention,
+            max_events_per_client: self.audit_max_events,
+            ..AuditConfig::default()
+        }
+    }
+
     /// The Redis URL with any password replaced, for logs.
     pub fn redis_url_redacted(&self) -> String {
         redact_url(&self.redis_url)
+    }
+}
+
+const MAX_AUDIT_EVENTS: u64 = 1_000_000;
+const MAX_AUDIT_RETENTION: Duration = Duration::from_secs(366 * 86_400);
+
+/// A socket address, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "off" => Ok(Self(None)),
+            addr => addr
+                .parse()
+                .map(|addr| Self(Some(addr)))
+                .map_err(|e| format!("{e}: expected host:port or `off`")),
+        }
     }
 }
 
@@ -202,7 +257,44 @@ mod tests {
         assert_eq!(cli.config.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(cli.config.redis_url, "redis://127.0.0.1:6379");
         assert_eq!(cli.config.grace_period, Duration::from_secs(60));
+        assert_eq!(
+            cli.config.admin_listen,
+            OptionalAddr(Some("127.0.0.1:9090".parse().unwrap()))
+        );
+        assert_eq!(cli.config.audit_retention, Duration::from_secs(7 * 86_400));
         cli.config.validate().unwrap();
+    }
+
+    #[test]
+    fn audit_bounds_are_checked() {
+        let config = |flag: &str, value: &str| parse(&["--keyring", "k", flag, value]).config;
+        assert!(matches!(
+            config("--audit-retention", "400days").validate(),
+            Err(ConfigError::TooLarge("--audit-retention", _))
+        ));
+        assert!(matches!(
+            config("--audit-max-events", "0").validate(),
+            Err(ConfigError::Zero("--audit-max-events"))
+        ));
+        assert!(matches!(
+            config("--audit-max-events", "1000001").validate(),
+            Err(ConfigError::TooLarge("--audit-max-events", _))
+        ));
+        config("--audit-retention", "30days").validate().unwrap();
+    }
+
+    #[test]
+    fn admin_listener_can_be_turned_off() {
+        assert_eq!(
+            parse(&["--keyring", "k", "--admin-listen", "off"])
+                .config
+                .admin_listen,
+            OptionalAddr(None)
+        );
+        assert!(
+            Cli::try_parse_from(["token-server", "--keyring", "k", "--admin-listen", "nope"])
+                .is_err()
+        );
     }
 
     #[test]

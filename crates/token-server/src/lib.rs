@@ -6,24 +6,31 @@
 //! - [`status`]: the one mapping from domain errors to gRPC statuses.
 //! - [`health`]: `grpc.health.v1`, following Redis reachability.
 //! - [`overload`]: the concurrency limit that sheds calls with RESOURCE_EXHAUSTED.
+//! - [`rpc_trace`]: a server span (continuing the caller's trace) and a duration per RPC.
+//! - [`observe`]: refresh outcomes counted and appended to the per-client audit.
+//! - [`admin`]: the admin HTTP port (`/metrics`, Prometheus text format).
 //! - [`run`]: serves until the shutdown future resolves, then drains in-flight RPCs.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod health;
+pub mod observe;
 pub mod overload;
+pub mod rpc_trace;
 pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use telemetry::metrics::MetricsRegistry;
 use token_core::{Clock, Keyring, Lifetimes, SystemClock, TokenService};
 use token_proto::v1::client_registry_server::ClientRegistryServer;
 use token_proto::v1::token_service_server::TokenServiceServer;
-use token_store::{RedisStore, StoreConfig};
+use token_store::{AuditConfig, AuditLog, RedisStore, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -55,6 +62,9 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The `service.name` of this binary's traces and metrics.
+pub const SERVICE_NAME: &str = "token-server";
+
 /// The tunables of an [`App`] besides its store, keyring and clock.
 #[derive(Debug, Clone, Copy)]
 pub struct AppOptions {
@@ -63,7 +73,10 @@ pub struct AppOptions {
     pub health_interval: Duration,
     pub shutdown_timeout: Duration,
     pub max_concurrent_calls: usize,
+    pub audit: AuditConfig,
 }
+
+type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Everything [`run`] needs, assembled from a [`Config`] or by tests.
 pub struct App {
@@ -73,6 +86,13 @@ pub struct App {
     pub shutdown_timeout: Duration,
     /// Shared by the token services' calls; see [`overload`].
     pub limit: overload::Limit,
+    /// This instance's metrics, served on the admin port.
+    pub metrics: Arc<MetricsRegistry>,
+    pub audit: AuditLog,
+    /// Appends queued audit events; [`run`] runs it.
+    audit_writer: Option<Task>,
+    /// Where to serve `/metrics`; none when `None`.
+    pub admin_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -100,8 +120,15 @@ impl App {
                 health_interval: config.health_interval,
                 shutdown_timeout: config.shutdown_timeout,
                 max_concurrent_calls: config.max_concurrent_calls,
+                audit: config.audit(),
             },
         )
+    }
+
+    /// Serves `/metrics` on `listener` too.
+    pub fn with_admin_listener(mut self, listener: TcpListener) -> Self {
+        self.admin_listener = Some(listener);
+        self
     }
 
     pub fn new(
@@ -110,10 +137,16 @@ impl App {
         clock: Arc<dyn Clock>,
         options: AppOptions,
     ) -> Result<Self, ServerError> {
-        let store = RedisStore::new(store_config)?;
+        let metrics = Arc::new(MetricsRegistry::new(SERVICE_NAME, None));
+        let meter = metrics.meter(SERVICE_NAME);
+        let store = RedisStore::new(store_config)?.with_metrics(&meter);
+        let (audit, audit_writer) =
+            AuditLog::new(store.clone(), options.audit, clock.clone(), &meter);
+        let recorder = observe::RefreshRecorder::new(&meter, audit.clone());
         let service = Arc::new(
             TokenService::new(store.clone(), keyring, clock, options.lifetimes)
-                .with_client_cache(options.client_cache_ttl),
+                .with_client_cache(options.client_cache_ttl)
+                .with_refresh_observer(Arc::new(recorder)),
         );
         Ok(Self {
             service,
@@ -121,6 +154,10 @@ impl App {
             health_interval: options.health_interval,
             shutdown_timeout: options.shutdown_timeout,
             limit: overload::Limit::new(options.max_concurrent_calls),
+            metrics,
+            audit,
+            audit_writer: Some(Box::pin(audit_writer)),
+            admin_listener: None,
         })
     }
 }
@@ -145,9 +182,10 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
 /// in-flight RPCs to finish.
 pub async fn run(
     listener: TcpListener,
-    app: App,
+    mut app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let audit_writer = app.audit_writer.take().map(tokio::spawn);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health_reporter, ServingStatus::NotServing).await;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -182,7 +220,15 @@ pub async fn run(
     // peer's delayed ACK hold some of them back by 40 ms. (`Server::tcp_nodelay` only applies
     // to listeners tonic binds itself.)
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let admin = app.admin_listener.take().map(|listener| {
+        let mut stopped = stop_rx.clone();
+        tokio::spawn(admin::serve(listener, app.metrics.clone(), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    });
+    let meter = app.metrics.meter(SERVICE_NAME);
     let serve = Server::builder()
+        .layer(rpc_trace::RpcTraceLayer::new(&meter))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -190,6 +236,7 @@ pub async fn run(
             app.limit
                 .wrap(TokenServiceServer::new(api::TokenServiceApi::new(
                     app.service.clone(),
+                    app.audit.clone(),
                 ))),
         )
         .add_service(
@@ -214,5 +261,19 @@ pub async fn run(
     };
     let _ = stop_tx.send(true);
     let _ = watcher.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    // The audit of the calls just drained, written before the process goes.
+    if tokio::time::timeout(app.shutdown_timeout, app.audit.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("refresh audit not written before shutdown; queued events are lost");
+    }
+    if let Some(writer) = audit_writer {
+        writer.abort();
+    }
+    app.metrics.flush();
     result
 }

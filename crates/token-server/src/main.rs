@@ -33,11 +33,18 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let config = cli.config;
-    let _telemetry = telemetry::init("token-server", config.log_format);
-    let app = App::from_config(&config)?;
+    let _telemetry = telemetry::init(token_server::SERVICE_NAME, config.log_format);
+    let mut app = App::from_config(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    if let Some(admin) = config.admin_listen.0 {
+        let admin = TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("cannot listen on {admin} (--admin-listen)"))?;
+        tracing::info!(admin = %admin.local_addr()?, "metrics at http://{}/metrics", admin.local_addr()?);
+        app = app.with_admin_listener(admin);
+    }
     tracing::info!(
         listen = %listener.local_addr()?,
         redis = %config.redis_url_redacted(),
@@ -46,6 +53,8 @@ async fn main() -> anyhow::Result<()> {
     );
     token_server::run(listener, app, shutdown_signal()).await?;
     tracing::info!("token-server stopped");
+    // Dropping the guard exports the last spans.
+    drop(_telemetry);
     Ok(())
 }
 

@@ -52,39 +52,25 @@ pub fn to_status(err: &Error) -> Status {
 
 /// The status code, `ErrorInfo.reason` and OAuth2 error code of each error.
 pub fn classify(err: &Error) -> (Code, &'static str, &'static str) {
-    match err {
-        Error::Malformed { .. } => (
-            Code::InvalidArgument,
-            "MALFORMED_REQUEST",
-            "invalid_request",
-        ),
-        Error::TokenInvalid => (Code::Unauthenticated, "TOKEN_INVALID", "invalid_grant"),
-        Error::InvalidClient => (Code::Unauthenticated, "INVALID_CLIENT", "invalid_client"),
-        Error::ClientMismatch => (Code::Unauthenticated, "CLIENT_MISMATCH", "invalid_grant"),
-        Error::TokenExpired => (Code::Unauthenticated, "TOKEN_EXPIRED", "invalid_grant"),
-        Error::TokenRevoked => (Code::Unauthenticated, "TOKEN_REVOKED", "invalid_grant"),
-        Error::TokenReused { .. } => (Code::Unauthenticated, "TOKEN_REUSED", "invalid_grant"),
-        Error::InvalidScope(_) => (Code::InvalidArgument, "INVALID_SCOPE", "invalid_scope"),
-        Error::StoreUnavailable(_) => (
-            Code::Unavailable,
-            "STORE_UNAVAILABLE",
-            "temporarily_unavailable",
-        ),
-        Error::Overloaded => (
-            Code::ResourceExhausted,
-            "OVERLOADED",
-            "temporarily_unavailable",
-        ),
-        Error::RateLimited { .. } => (
-            Code::ResourceExhausted,
-            "RATE_LIMITED",
-            "temporarily_unavailable",
-        ),
-        Error::ClientExists(_) => (Code::AlreadyExists, "CLIENT_EXISTS", "invalid_request"),
-        Error::ClientNotFound(_) => (Code::NotFound, "CLIENT_NOT_FOUND", "invalid_request"),
-        Error::PublicClient(_) => (Code::FailedPrecondition, "PUBLIC_CLIENT", "invalid_request"),
-        Error::Internal(_) => (Code::Internal, "INTERNAL", "server_error"),
-    }
+    let (code, oauth_error) = match err {
+        Error::Malformed { .. } => (Code::InvalidArgument, "invalid_request"),
+        Error::TokenInvalid
+        | Error::ClientMismatch
+        | Error::TokenExpired
+        | Error::TokenRevoked
+        | Error::TokenReused { .. } => (Code::Unauthenticated, "invalid_grant"),
+        Error::InvalidClient => (Code::Unauthenticated, "invalid_client"),
+        Error::InvalidScope(_) => (Code::InvalidArgument, "invalid_scope"),
+        Error::StoreUnavailable(_) => (Code::Unavailable, "temporarily_unavailable"),
+        Error::Overloaded | Error::RateLimited { .. } => {
+            (Code::ResourceExhausted, "temporarily_unavailable")
+        }
+        Error::ClientExists(_) => (Code::AlreadyExists, "invalid_request"),
+        Error::ClientNotFound(_) => (Code::NotFound, "invalid_request"),
+        Error::PublicClient(_) => (Code::FailedPrecondition, "invalid_request"),
+        Error::Internal(_) => (Code::Internal, "server_error"),
+    };
+    (code, err.reason(), oauth_error)
 }
 
 #[cfg(test)]

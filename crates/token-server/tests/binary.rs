@@ -1,12 +1,14 @@
 //! The real `token-server` binary, as an operator runs it: configured by environment, keyring
 //! from `token-server keygen`, logging at `trace`, stopped by SIGTERM. While it serves a mixed
 //! workload (successes, replays, every kind of refusal), everything it logs is captured; at
-//! the end no token, MAC, client secret or key appears in the log.
+//! the end no token, MAC, client secret or key appears in the log. A second run exports over
+//! OTLP, configured only by the standard `OTEL_*` variables, and logs JSON.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use test_support::otlp::OtlpReceiver;
 use test_support::{RedisServer, free_port};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
@@ -100,6 +102,7 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
         .env("TOKEN_REDIS_URL", redis.url())
         .env("TOKEN_KEYRING", &keyring)
         .env("TOKEN_GRACE_PERIOD", "60s")
+        .env("TOKEN_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "trace")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -239,4 +242,158 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
             secret.len()
         );
     }
+}
+
+/// SIGTERM, then the exit status.
+async fn terminate(child: std::process::Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdin(Stdio::null())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let mut child = child;
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn exports_traces_and_metrics_over_otlp_and_logs_json_lines_with_trace_ids() {
+    let redis = RedisServer::start();
+    let receiver = OtlpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (keyring, _) = keygen(dir.path());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(BINARY)
+        .env("TOKEN_LISTEN", &addr)
+        .env("TOKEN_ADMIN_LISTEN", &admin)
+        .env("TOKEN_REDIS_URL", redis.url())
+        .env("TOKEN_KEYRING", &keyring)
+        .env("TOKEN_LOG_FORMAT", "json")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("token-server starts");
+    let channel = connect(&addr).await;
+    wait_until_serving(channel.clone()).await;
+    let mut registry = ClientRegistryClient::new(channel.clone());
+    let mut tokens = TokenServiceClient::new(channel);
+    let created = registry
+        .create_client(pb::CreateClientRequest {
+            client_id: "otlp-check".to_owned(),
+            client_type: "public".to_owned(),
+            allowed_scopes: vec!["read".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokens
+        .issue_token_pair(pb::IssueTokenPairRequest {
+            client_id: created.client_id.clone(),
+            subject: "alice".to_owned(),
+            scopes: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A caller in a trace of its own: the server continues it.
+    let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let traced = |token: &str| {
+        let mut request = tonic::Request::new(pb::RefreshTokenPairRequest {
+            client_id: created.client_id.clone(),
+            refresh_token: token.to_owned(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            "traceparent",
+            format!("00-{trace_id}-{parent_id}-01").parse().unwrap(),
+        );
+        request
+    };
+    tokens
+        .refresh_token_pair(traced(&first.refresh_token))
+        .await
+        .expect("refresh");
+    let refused = tokens
+        .refresh_token_pair(traced("rt1.garbage"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    let spans = receiver
+        .wait_for_spans("the traced refreshes", |spans| {
+            spans
+                .iter()
+                .filter(|s| s.trace_id == trace_id && s.parent_span_id == parent_id)
+                .count()
+                == 2
+                && spans
+                    .iter()
+                    .any(|s| s.trace_id == trace_id && s.name == "EVALSHA rotate")
+        })
+        .await;
+    let served: Vec<_> = spans
+        .iter()
+        .filter(|s| s.trace_id == trace_id && s.parent_span_id == parent_id)
+        .collect();
+    assert!(
+        served
+            .iter()
+            .all(|s| s.service == "token-server" && s.kind == 2)
+    );
+    assert!(
+        served
+            .iter()
+            .any(|s| s.attribute("error.type") == Some("TOKEN_INVALID"))
+    );
+
+    let points = receiver
+        .wait_for_metrics("the refresh counter", |points| {
+            points.iter().any(|p| {
+                p.metric == "tokens.refreshes"
+                    && p.attributes.get("outcome").map(String::as_str) == Some("rotated")
+                    && p.value >= 1.0
+            })
+        })
+        .await;
+    assert!(points.iter().all(|p| p.service == "token-server"));
+
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tokens_refreshes_total{"), "{metrics}");
+
+    let exit = terminate(child).await;
+    assert!(exit.success(), "token-server exited with {exit}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+        })
+        .collect();
+    let refusal = lines
+        .iter()
+        .find(|l| l["reason"] == "TOKEN_INVALID")
+        .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    assert_eq!(refusal["trace_id"], trace_id, "{refusal}");
+    assert_eq!(
+        refusal["span_id"].as_str().map(str::len),
+        Some(16),
+        "{refusal}"
+    );
 }

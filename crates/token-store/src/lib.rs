@@ -5,13 +5,19 @@
 //! - [`family_record`]: the compact one-string form of a family, as the scripts write it.
 //! - [`scripts`]: the Lua scripts (one file per operation under `lua/`), loaded once.
 //! - [`redis_store`]: [`RedisStore`], the [`token_core::Store`] over a deadpool-redis pool,
-//!   with a timeout on every call and errors sorted into "unavailable" and "corrupt".
+//!   with a timeout on every call, a client span per call, and errors sorted into
+//!   "unavailable" and "corrupt".
+//! - [`audit`]: [`AuditLog`], the per-client refresh audit in Redis Streams: a queue and a
+//!   writer task that appends in batches, and the list and summary queries.
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod family_record;
 pub mod keys;
+mod metrics;
 mod redis_store;
 pub mod scripts;
 
+pub use audit::{AuditConfig, AuditLog};
 pub use redis_store::{RedisStore, StoreConfig};

@@ -26,6 +26,13 @@ pub static SET_CLIENT_SECRET: LazyLock<Script> =
     LazyLock::new(|| Script::new(with_prelude!("set_client_secret.lua")));
 pub static DELETE_CLIENT: LazyLock<Script> =
     LazyLock::new(|| Script::new(with_prelude!("delete_client.lua")));
+/// The refresh audit: append (with trimming), one page, counts over a window.
+pub static AUDIT_APPEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_prelude!("audit_append.lua")));
+pub static AUDIT_LIST: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_prelude!("audit_list.lua")));
+pub static AUDIT_SUMMARY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_prelude!("audit_summary.lua")));
 
 /// Sources, public so that benchmarks can load exactly the script the service runs.
 pub const ROTATE_SOURCE: &str = with_prelude!("rotate.lua");

@@ -18,8 +18,8 @@ use std::time::Duration;
 use deadpool_redis::redis::{self, RedisError, Script, Value, aio::MultiplexedConnection};
 use test_support::RedisServer;
 use token_core::store::{
-    Current, FamilyState, FamilyStatus, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest,
-    Rotation,
+    Current, FamilyState, FamilyStatus, NewFamily, Reuse, RevokeOutcome, RotateOutcome,
+    RotateRequest, Rotation,
 };
 use token_core::{Client, ClientType, FamilyId, ReusePolicy, Scopes, Store, StoreError};
 use token_store::{RedisStore, StoreConfig, family_record, scripts};
@@ -532,12 +532,7 @@ async fn rotate_grace_window_includes_its_last_millisecond_and_not_one_more() ->
     // now - t == grace + 1: reuse, and the default policy revokes the family.
     let past = t1 + GRACE + 1;
     let reused = h.rotate(refresh(family, 1, past)).await?;
-    assert_eq!(
-        reused,
-        RotateOutcome::Reused {
-            family_revoked: true
-        }
-    );
+    assert_eq!(reused, RotateOutcome::Reused(Reuse::FamilyRevoked));
     assert_eq!(
         before.0.as_deref(),
         Some(format!("2 {t1} k2 {ABSOLUTE} a {CLIENT} read write").as_str())
@@ -573,9 +568,7 @@ async fn rotate_with_zero_grace_never_replays_even_at_the_rotation_instant() -> 
     // now == t, so now - t <= grace holds, yet grace 0 means replays are off.
     assert_eq!(
         h.rotate(no_grace(1, t1)).await?,
-        RotateOutcome::Reused {
-            family_revoked: true
-        }
+        RotateOutcome::Reused(Reuse::FamilyRevoked)
     );
     assert_eq!(
         before.0.as_deref(),
@@ -612,9 +605,7 @@ async fn rotate_older_than_the_predecessor_is_reuse_even_within_grace_and_revoke
     let reuse_at = t2 + 1;
     assert_eq!(
         h.rotate(refresh(family, 1, reuse_at)).await?,
-        RotateOutcome::Reused {
-            family_revoked: true
-        }
+        RotateOutcome::Reused(Reuse::FamilyRevoked)
     );
     let revoked = Some(format!(
         "3 {t2} k2 {ABSOLUTE} r:reuse:{reuse_at} {CLIENT} read write"
@@ -648,17 +639,13 @@ async fn rotate_reuse_under_reject_only_refuses_the_token_and_keeps_the_family()
     // p < g-1 ...
     assert_eq!(
         h.rotate(reject_only(1, t2 + 1)).await?,
-        RotateOutcome::Reused {
-            family_revoked: false
-        }
+        RotateOutcome::Reused(Reuse::Refused)
     );
     assert_eq!(h.snapshot(&key).await?, before);
     // ... and p == g-1 past grace: refused, family untouched.
     assert_eq!(
         h.rotate(reject_only(2, t2 + GRACE + 1)).await?,
-        RotateOutcome::Reused {
-            family_revoked: false
-        }
+        RotateOutcome::Reused(Reuse::Refused)
     );
     assert_eq!(h.snapshot(&key).await?, before);
 
@@ -1118,9 +1105,7 @@ async fn rotate_returns_large_generations_and_times_as_exact_integer_strings() -
     // Reuse records its time exactly too.
     assert_eq!(
         h.rotate(refresh(family, BIG - 1, FAR + 4)).await?,
-        RotateOutcome::Reused {
-            family_revoked: true
-        }
+        RotateOutcome::Reused(Reuse::FamilyRevoked)
     );
     assert_eq!(
         h.snapshot(&key).await?,
@@ -1240,9 +1225,7 @@ async fn revoke_twice_is_already_revoked_and_keeps_the_first_record() -> anyhow:
     h.rotate(refresh(reused, 2, NOW + 2)).await?;
     assert_eq!(
         h.rotate(refresh(reused, 1, NOW + 3)).await?,
-        RotateOutcome::Reused {
-            family_revoked: true
-        }
+        RotateOutcome::Reused(Reuse::FamilyRevoked)
     );
     let before = h.snapshot(&reused_key).await?;
     assert_eq!(

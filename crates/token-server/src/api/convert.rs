@@ -1,8 +1,11 @@
 //! Domain types to wire types, in one module.
 
+use std::time::Duration;
+
+use token_core::audit::{EventPage, EventSummary, RefreshOutcome, SummaryQuery};
 use token_core::service::{IssuedSecret, TOKEN_TYPE_ACCESS};
 use token_core::store::Rotation;
-use token_core::{Client, Introspection, TokenPair};
+use token_core::{Client, Error, Introspection, TokenPair};
 use token_proto::v1 as pb;
 
 pub fn token_pair(pair: TokenPair) -> pb::TokenPair {
@@ -56,5 +59,93 @@ pub fn rotated_secret(issued: IssuedSecret) -> pb::RotateClientSecretResponse {
     pb::RotateClientSecretResponse {
         client_id: issued.client_id,
         client_secret: issued.client_secret,
+    }
+}
+
+/// Milliseconds since the Unix epoch of an optional timestamp field; before 1970 or with
+/// out-of-range nanoseconds is malformed.
+pub fn optional_time_ms(
+    field: &'static str,
+    time: Option<&prost_types::Timestamp>,
+) -> Result<Option<u64>, Error> {
+    let Some(time) = time else {
+        return Ok(None);
+    };
+    if time.seconds < 0 || !(0..1_000_000_000).contains(&time.nanos) {
+        return Err(Error::Malformed {
+            field,
+            problem: "must be a valid time after 1970-01-01T00:00:00Z".into(),
+        });
+    }
+    Ok(Some(
+        (time.seconds as u64).saturating_mul(1000) + (time.nanos / 1_000_000) as u64,
+    ))
+}
+
+/// An optional duration field; negative or out-of-range nanoseconds is malformed.
+pub fn optional_duration(
+    field: &'static str,
+    duration: Option<&prost_types::Duration>,
+) -> Result<Option<Duration>, Error> {
+    let Some(duration) = duration else {
+        return Ok(None);
+    };
+    if duration.seconds < 0 || !(0..1_000_000_000).contains(&duration.nanos) {
+        return Err(Error::Malformed {
+            field,
+            problem: "must be a positive duration".into(),
+        });
+    }
+    Ok(Some(Duration::new(
+        duration.seconds as u64,
+        duration.nanos as u32,
+    )))
+}
+
+fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn event_page(page: EventPage) -> pb::ListRefreshEventsResponse {
+    pb::ListRefreshEventsResponse {
+        events: page
+            .events
+            .into_iter()
+            .map(|e| pb::RefreshEvent {
+                event_id: e.event_id,
+                time: Some(timestamp(e.at_ms)),
+                client_id: e.client_id,
+                family_id: e.family,
+                generation: e.generation,
+                outcome: e.outcome,
+                reason: e.reason,
+                detail: e.detail,
+                trace_id: e.trace_id,
+            })
+            .collect(),
+        next_page_token: page.next_page_token.unwrap_or_default(),
+    }
+}
+
+pub fn event_summary(query: &SummaryQuery, summary: EventSummary) -> pb::RefreshEventSummary {
+    // Every outcome is listed, so a reader can tell "none" from "not reported".
+    let mut outcomes: std::collections::HashMap<String, u64> = RefreshOutcome::ALL
+        .iter()
+        .map(|o| (o.as_str().to_owned(), 0))
+        .collect();
+    for (outcome, count) in summary.counts {
+        *outcomes.entry(outcome).or_default() += count;
+    }
+    pb::RefreshEventSummary {
+        client_id: query.client_id.clone(),
+        since: Some(timestamp(query.since_ms)),
+        until: Some(timestamp(query.until_ms)),
+        total: outcomes.values().sum(),
+        outcomes,
+        first_event: summary.first_event_ms.map(timestamp),
+        last_event: summary.last_event_ms.map(timestamp),
     }
 }

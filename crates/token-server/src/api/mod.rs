@@ -16,6 +16,7 @@ use crate::status::{classify, to_status};
 /// Logs a refused or failed call: the reason and ids, never a token or secret.
 pub(crate) fn refused(rpc: &'static str, client_id: &str, err: Error) -> Status {
     let (code, reason, _) = classify(&err);
+    tracing::Span::current().record("error.type", reason);
     match &err {
         Error::Internal(detail) => {
             tracing::error!(rpc, client_id, reason, detail = %detail, "internal error");

@@ -2,21 +2,23 @@
 
 use std::sync::Arc;
 
+use token_core::audit::{EventQuery, SummaryQuery};
 use token_core::{IntrospectRequest, IssueRequest, RefreshRequest, RevokeRequest, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::token_service_server::TokenService as TokenServiceRpc;
-use token_store::RedisStore;
+use token_store::{AuditLog, RedisStore};
 use tonic::{Request, Response, Status};
 
 use super::{convert, refused};
 
 pub struct TokenServiceApi {
     service: Arc<TokenService<RedisStore>>,
+    audit: AuditLog,
 }
 
 impl TokenServiceApi {
-    pub fn new(service: Arc<TokenService<RedisStore>>) -> Self {
-        Self { service }
+    pub fn new(service: Arc<TokenService<RedisStore>>, audit: AuditLog) -> Self {
+        Self { service, audit }
     }
 }
 
@@ -95,5 +97,57 @@ impl TokenServiceRpc for TokenServiceApi {
             .await
             .map_err(|err| refused("IntrospectToken", "", err))?;
         Ok(Response::new(convert::introspection(found)))
+    }
+
+    async fn list_refresh_events(
+        &self,
+        request: Request<pb::ListRefreshEventsRequest>,
+    ) -> Result<Response<pb::ListRefreshEventsResponse>, Status> {
+        let req = request.into_inner();
+        let rpc = "ListRefreshEvents";
+        let query = convert::optional_time_ms("since", req.since.as_ref())
+            .and_then(|since| {
+                let until = convert::optional_time_ms("until", req.until.as_ref())?;
+                EventQuery::parse(
+                    &req.client_id,
+                    &req.outcomes,
+                    since,
+                    until,
+                    req.page_size,
+                    &req.page_token,
+                    self.service.now_ms(),
+                )
+            })
+            .map_err(|err| refused(rpc, &req.client_id, err))?;
+        let page = self
+            .audit
+            .list(&query)
+            .await
+            .map_err(|err| refused(rpc, &req.client_id, err.into()))?;
+        Ok(Response::new(convert::event_page(page)))
+    }
+
+    async fn summarize_refresh_events(
+        &self,
+        request: Request<pb::SummarizeRefreshEventsRequest>,
+    ) -> Result<Response<pb::RefreshEventSummary>, Status> {
+        let req = request.into_inner();
+        let rpc = "SummarizeRefreshEvents";
+        let query = convert::optional_duration("window", req.window.as_ref())
+            .and_then(|window| {
+                SummaryQuery::parse(
+                    &req.client_id,
+                    window,
+                    self.audit.config().retention,
+                    self.service.now_ms(),
+                )
+            })
+            .map_err(|err| refused(rpc, &req.client_id, err))?;
+        let summary = self
+            .audit
+            .summarize(&query)
+            .await
+            .map_err(|err| refused(rpc, &req.client_id, err.into()))?;
+        Ok(Response::new(convert::event_summary(&query, summary)))
     }
 }

@@ -1,0 +1,367 @@
+//! The per-client refresh audit in Redis Streams: one stream per client
+//! (`<prefix>a:{<client id>}`, the client's hash tag, so Cluster keeps it in one slot), trimmed
+//! to a maximum length and a retention time on every append, and expiring when idle.
+//!
+//! Requests never wait for the audit: [`AuditLog::append`] queues the event and a writer task
+//! appends queued events in batches, one script call per client per batch. When Redis is away
+//! the writer keeps its batch and retries; the queue is bounded, and events that find it full
+//! are dropped and counted (`tokens.audit.dropped`). [`AuditLog::flush`] waits until
+//! everything queued before it is written, so a reader sees its own instance's events.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::redis::ScriptInvocation;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter};
+use token_core::audit::{
+    AuditedEvent, EventPage, EventQuery, EventSummary, RefreshEvent, SummaryQuery,
+};
+use token_core::{Clock, StoreError};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+use crate::redis_store::{RedisStore, ops};
+use crate::scripts;
+
+/// How much audit to keep, and how much to buffer while Redis is away.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditConfig {
+    /// Events older than this are trimmed and never listed.
+    pub retention: Duration,
+    /// The most events kept per client; older ones are trimmed first.
+    pub max_events_per_client: u64,
+    /// Events waiting to be written; beyond this, new events are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(7 * 86_400),
+            max_events_per_client: 10_000,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+/// An event and the trace id of the request it describes.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub event: RefreshEvent,
+    pub trace_id: String,
+}
+
+enum Command {
+    Append(AuditRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Events written per batch at most; a batch is one script call per client in it.
+const MAX_BATCH: usize = 512;
+/// Waits between attempts to write a batch while Redis is unavailable.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// The audit log: queue events, flush, list and summarize.
+#[derive(Clone)]
+pub struct AuditLog {
+    queue: mpsc::Sender<Command>,
+    store: RedisStore,
+    config: AuditConfig,
+    clock: Arc<dyn Clock>,
+    outcomes: Counter<u64>,
+}
+
+impl AuditLog {
+    /// The log and its writer, which the caller spawns. The writer ends, after writing what
+    /// is queued, once every clone of the log is dropped.
+    pub fn new(
+        store: RedisStore,
+        config: AuditConfig,
+        clock: Arc<dyn Clock>,
+        meter: &Meter,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (queue, commands) = mpsc::channel(config.queue_capacity.max(1));
+        let outcomes = meter
+            .u64_counter("tokens.audit.events")
+            .with_description(
+                "Refresh events by what became of them: written, discarded (no such client) or \
+                 dropped (queue full, or Redis refused the batch)",
+            )
+            .with_unit("{event}")
+            .build();
+        let log = Self {
+            queue,
+            store: store.clone(),
+            config,
+            clock: clock.clone(),
+            outcomes: outcomes.clone(),
+        };
+        let writer = Writer {
+            store,
+            config,
+            clock,
+            outcomes,
+        };
+        (log, writer.run(commands))
+    }
+
+    pub fn config(&self) -> &AuditConfig {
+        &self.config
+    }
+
+    /// Queues an event; never waits. A full queue drops the event and counts it.
+    pub fn append(&self, record: AuditRecord) {
+        if self.queue.try_send(Command::Append(record)).is_err() {
+            self.outcomes.add(1, &[KeyValue::new("result", "dropped")]);
+            tracing::warn!("refresh audit queue full; event dropped");
+        }
+    }
+
+    /// Waits until every event queued before this call is written (or was given up on).
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.queue.send(Command::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+
+    /// One page of the client's events, newest first. Flushes this instance's queue first,
+    /// waiting at most the store's timeout for it.
+    pub async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        self.flush_briefly().await;
+        let key = self.store.keys().audit(&query.client_id);
+        let since = query.since_ms.max(self.oldest_kept_ms());
+        if since >= query.until_ms {
+            return Ok(EventPage::default());
+        }
+        let outcomes: Vec<&str> = query.outcomes.iter().map(|o| o.as_str()).collect();
+        let reply: Vec<String> = self
+            .store
+            .call(ops::AUDIT_LIST, |mut conn| async move {
+                scripts::AUDIT_LIST
+                    .key(key)
+                    .arg(since)
+                    .arg(query.until_ms)
+                    .arg(query.page_size)
+                    .arg(query.before_event.as_deref().unwrap_or(""))
+                    .arg(outcomes.join(" "))
+                    // Never more than a stream holds: one call reads it at most once.
+                    .arg(self.config.max_events_per_client.max(1))
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        parse_page(&query.client_id, &reply)
+    }
+
+    /// Counts of the client's events by outcome over the query's window.
+    pub async fn summarize(&self, query: &SummaryQuery) -> Result<EventSummary, StoreError> {
+        self.flush_briefly().await;
+        let key = self.store.keys().audit(&query.client_id);
+        let since = query.since_ms.max(self.oldest_kept_ms());
+        let reply: Vec<String> = self
+            .store
+            .call(ops::AUDIT_SUMMARY, |mut conn| async move {
+                scripts::AUDIT_SUMMARY
+                    .key(key)
+                    .arg(since)
+                    .arg(query.until_ms.max(since + 1))
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        parse_summary(&reply)
+    }
+
+    /// Events before this time are past retention, even where trimming has not caught up.
+    fn oldest_kept_ms(&self) -> u64 {
+        self.clock
+            .now_ms()
+            .saturating_sub(self.config.retention.as_millis() as u64)
+    }
+
+    async fn flush_briefly(&self) {
+        if tokio::time::timeout(self.store.timeout(), self.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("refresh audit not flushed in time; the answer may miss recent events");
+        }
+    }
+}
+
+/// Appends queued events in batches.
+struct Writer {
+    store: RedisStore,
+    config: AuditConfig,
+    clock: Arc<dyn Clock>,
+    outcomes: Counter<u64>,
+}
+
+impl Writer {
+    async fn run(self, mut commands: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut flushes = Vec::new();
+        while let Some(first) = commands.recv().await {
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Append(record) => batch.push(record),
+                    Command::Flush(done) => flushes.push(done),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = commands.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.write(&batch).await;
+                batch.clear();
+            }
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Writes a batch, retrying while Redis is unavailable; a batch Redis refuses (a bug, not
+    /// an outage) is logged and dropped.
+    async fn write(&self, batch: &[AuditRecord]) {
+        let mut by_client: HashMap<&str, Vec<&AuditRecord>> = HashMap::new();
+        for record in batch {
+            by_client
+                .entry(record.event.client_id.as_str())
+                .or_default()
+                .push(record);
+        }
+        let mut pending: Vec<(&str, Vec<&AuditRecord>)> = by_client.into_iter().collect();
+        let mut wait = RETRY_FIRST;
+        let span = tracing::info_span!("audit.write", events = batch.len());
+        while !pending.is_empty() {
+            let results = futures::future::join_all(
+                pending
+                    .iter()
+                    .map(|(client, records)| self.append(client, records)),
+            )
+            .instrument(span.clone())
+            .await;
+            let mut retry = Vec::new();
+            for ((client, records), result) in pending.into_iter().zip(results) {
+                match result {
+                    Ok(appended) => {
+                        let discarded = records.len() as u64 - appended.min(records.len() as u64);
+                        self.count("written", appended);
+                        self.count("discarded", discarded);
+                    }
+                    Err(StoreError::Unavailable(_)) => retry.push((client, records)),
+                    Err(err @ StoreError::Corrupt(_)) => {
+                        tracing::error!(error = %err, client_id = client, "refresh audit batch refused; events dropped");
+                        self.count("dropped", records.len() as u64);
+                    }
+                }
+            }
+            pending = retry;
+            if !pending.is_empty() {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
+    }
+
+    async fn append(&self, client: &str, records: &[&AuditRecord]) -> Result<u64, StoreError> {
+        let keys = self.store.keys();
+        let mut invocation: ScriptInvocation<'_> = scripts::AUDIT_APPEND.prepare_invoke();
+        invocation
+            .key(keys.audit(client))
+            .key(keys.client(client))
+            .arg(self.clock.now_ms())
+            .arg(self.config.retention.as_millis() as u64)
+            .arg(self.config.max_events_per_client.max(1));
+        for record in records {
+            let event = &record.event;
+            invocation
+                .arg(event.at_ms)
+                .arg(event.outcome.as_str())
+                .arg(event.reason)
+                .arg(event.detail)
+                .arg(event.family.map(|f| f.to_string()).unwrap_or_default())
+                .arg(event.generation)
+                .arg(&record.trace_id);
+        }
+        let invocation = &invocation;
+        self.store
+            .call(ops::AUDIT_APPEND, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await
+    }
+
+    fn count(&self, result: &'static str, n: u64) {
+        if n > 0 {
+            self.outcomes.add(n, &[KeyValue::new("result", result)]);
+        }
+    }
+}
+
+/// Reads the reply of `audit_list.lua` (its header is the contract).
+fn parse_page(client_id: &str, reply: &[String]) -> Result<EventPage, StoreError> {
+    let Some((next, events)) = reply.split_first() else {
+        return Err(StoreError::Corrupt("audit list: empty reply".into()));
+    };
+    if events.len() % 8 != 0 {
+        return Err(StoreError::Corrupt("audit list: short reply".into()));
+    }
+    let events = events
+        .chunks_exact(8)
+        .map(|e| {
+            Ok(AuditedEvent {
+                event_id: e[0].clone(),
+                at_ms: number(&e[1])?,
+                client_id: client_id.to_owned(),
+                outcome: e[2].clone(),
+                reason: e[3].clone(),
+                detail: e[4].clone(),
+                family: e[5].clone(),
+                generation: number(&e[6])?,
+                trace_id: e[7].clone(),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(EventPage {
+        events,
+        next_page_token: (!next.is_empty()).then(|| next.clone()),
+    })
+}
+
+/// Reads the reply of `audit_summary.lua`.
+fn parse_summary(reply: &[String]) -> Result<EventSummary, StoreError> {
+    let [first, last, counts @ ..] = reply else {
+        return Err(StoreError::Corrupt("audit summary: short reply".into()));
+    };
+    if counts.len() % 2 != 0 {
+        return Err(StoreError::Corrupt("audit summary: odd counts".into()));
+    }
+    let id_ms = |id: &String| -> Result<Option<u64>, StoreError> {
+        match id.split_once('-') {
+            None if id.is_empty() => Ok(None),
+            Some((ms, _)) => number(ms).map(Some),
+            None => Err(StoreError::Corrupt("audit summary: bad event id".into())),
+        }
+    };
+    Ok(EventSummary {
+        counts: counts
+            .chunks_exact(2)
+            .map(|c| Ok((c[0].clone(), number(&c[1])?)))
+            .collect::<Result<_, StoreError>>()?,
+        first_event_ms: id_ms(first)?,
+        last_event_ms: id_ms(last)?,
+    })
+}
+
+fn number(text: &str) -> Result<u64, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt("audit: bad number".into()))
+}

@@ -1,0 +1,112 @@
+//! The store's instruments: lost connections by phase, connection pool state, and how long
+//! calls wait for a connection.
+
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::noop::NoopMeterProvider;
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, ObservableGauge};
+
+/// How far a request got when its connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// No connection could be had: the request was not sent, so it did not run.
+    BeforeSend,
+    /// The request was written (or queued) on a connection that then failed or went silent:
+    /// it may or may not have run, and its reply is lost.
+    AfterSend,
+}
+
+impl Phase {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Phase::BeforeSend => "before_send",
+            Phase::AfterSend => "after_send",
+        }
+    }
+
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Phase::BeforeSend => "redis connection failed before the request was sent",
+            Phase::AfterSend => "redis connection lost after the request was sent; reply lost",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct StoreMetrics {
+    connection_errors: Counter<u64>,
+    wait: Histogram<f64>,
+    /// Kept so the pool's gauges live as long as the store.
+    _pool_gauges: Option<[ObservableGauge<u64>; 2]>,
+}
+
+impl StoreMetrics {
+    /// Instruments that record nothing, until [`StoreMetrics::new`] replaces them.
+    pub(crate) fn disabled() -> Self {
+        let meter = NoopMeterProvider::new().meter("token-store");
+        Self::instruments(&meter, None)
+    }
+
+    pub(crate) fn new(meter: &Meter, pool: Pool) -> Self {
+        let in_use = pool.clone();
+        let connections = meter
+            .u64_observable_gauge("db.client.connection.count")
+            .with_description("Redis connections in the pool, by state (used: held by a lane)")
+            .with_unit("{connection}")
+            .with_callback(move |gauge| {
+                let status = in_use.status();
+                let idle = status.available as u64;
+                gauge.observe(
+                    (status.size as u64).saturating_sub(idle),
+                    &[KeyValue::new("db.client.connection.state", "used")],
+                );
+                gauge.observe(idle, &[KeyValue::new("db.client.connection.state", "idle")]);
+            })
+            .build();
+        let pending = meter
+            .u64_observable_gauge("db.client.connection.pending_requests")
+            .with_description("Calls waiting for the pool to hand out a connection")
+            .with_unit("{request}")
+            .with_callback(move |gauge| gauge.observe(pool.status().waiting as u64, &[]))
+            .build();
+        Self::instruments(meter, Some([connections, pending]))
+    }
+
+    fn instruments(meter: &Meter, pool_gauges: Option<[ObservableGauge<u64>; 2]>) -> Self {
+        Self {
+            connection_errors: meter
+                .u64_counter("tokens.redis.connection.errors")
+                .with_description(
+                    "Redis calls whose connection failed, by phase (before_send: not run; \
+                     after_send: may have run, reply lost) and kind",
+                )
+                .with_unit("{error}")
+                .build(),
+            wait: meter
+                .f64_histogram("db.client.connection.wait_time")
+                .with_description("Time a Redis call waited for its connection")
+                .with_unit("s")
+                .with_boundaries(vec![
+                    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                ])
+                .build(),
+            _pool_gauges: pool_gauges,
+        }
+    }
+
+    pub(crate) fn connection_error(&self, phase: Phase, kind: &'static str) {
+        self.connection_errors.add(
+            1,
+            &[
+                KeyValue::new("phase", phase.as_str()),
+                KeyValue::new("kind", kind),
+            ],
+        );
+    }
+
+    pub(crate) fn waited(&self, waited: Duration) {
+        self.wait.record(waited.as_secs_f64(), &[]);
+    }
+}
