@@ -507,7 +507,7 @@ fn a_mixed_workload_is_reported_exactly_by_the_audit_and_the_prometheus_endpoint
             assert!(event.time.is_some());
         }
         let reused = &page.events[3];
-        assert_eq!(reused.detail, "retired token reused; family revoked");
+        assert_eq!(reused.detail, "family revoked");
 
         // Each event's trace id leads to the server span of that very refresh.
         for event in &page.events {

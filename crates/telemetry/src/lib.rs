@@ -7,7 +7,8 @@
 //!   `RUST_LOG` (default `info`); and spans exported as OpenTelemetry traces over OTLP/gRPC
 //!   when an endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; sampling from `OTEL_TRACES_SAMPLER[_ARG]`, default
-//!   parent-based always-on). Trace ids are made either way, for logs and the audit.
+//!   parent-based always-on). Trace ids are made either way, for logs and the audit, unless
+//!   `OTEL_SDK_DISABLED=true`.
 //! - [`propagation`]: `traceparent` in and out of HTTP and gRPC headers.
 //! - [`metrics`]: a meter provider per service instance, read by a Prometheus text endpoint
 //!   and exported over OTLP when configured.
@@ -148,9 +149,13 @@ pub fn init_with(options: TelemetryOptions) -> Guard {
         .with_target("opentelemetry", LevelFilter::OFF)
         .with_target("opentelemetry_sdk", LevelFilter::OFF)
         .with_target("opentelemetry_otlp", LevelFilter::OFF);
-    let traces = tracing_opentelemetry::layer()
-        .with_tracer(tracer_provider.tracer(options.service_name))
-        .with_filter(spans);
+    // OTEL_SDK_DISABLED=true (the standard switch) leaves spans out entirely: no traces, no
+    // trace ids in logs or the audit, and none of their cost.
+    let traces = (!sdk_disabled()).then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer_provider.tracer(options.service_name))
+            .with_filter(spans)
+    });
 
     tracing_subscriber::registry()
         .with(logs)
@@ -158,6 +163,10 @@ pub fn init_with(options: TelemetryOptions) -> Guard {
         .init();
     tracing::debug!(service = options.service_name, "telemetry initialised");
     Guard { tracer_provider }
+}
+
+fn sdk_disabled() -> bool {
+    std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// The OTLP endpoint for `signal` ("TRACES" or "METRICS") from the environment, if any.

@@ -121,14 +121,15 @@ impl FromStr for RefreshOutcome {
 }
 
 /// The `detail` of a refresh answered from an identical one in flight on the same instance.
-pub const DETAIL_COALESCED: &str = "coalesced with an identical request in flight";
+pub const DETAIL_COALESCED: &str = "coalesced with an identical refresh";
 
-/// Why a refresh turned out the way it did, in a few words (for the audit's `detail`).
+/// Why a refresh turned out the way it did, in a few words (for the audit's `detail`; short,
+/// since every event stores it).
 pub(crate) fn detail_of_reuse(reuse: Reuse) -> &'static str {
     match reuse {
-        Reuse::FamilyRevoked => "retired token reused; family revoked",
-        Reuse::Refused => "retired token reused; refused, family kept (reject-only policy)",
-        Reuse::StaleDuplicate => "late duplicate of an earlier request; refused, family kept",
+        Reuse::FamilyRevoked => "family revoked",
+        Reuse::Refused => "refused, family kept (reject-only)",
+        Reuse::StaleDuplicate => "late duplicate, family kept",
     }
 }
 

@@ -364,10 +364,8 @@ impl<S: Store> TokenService<S> {
             RotateOutcome::Issued(rotation, current) => {
                 seen.detail = match rotation {
                     Rotation::Rotated => "",
-                    Rotation::Replayed => "grace replay of the current pair",
-                    Rotation::RolledForward => {
-                        "presented generation ahead of the store (lost write); rolled forward"
-                    }
+                    Rotation::Replayed => "grace replay",
+                    Rotation::RolledForward => "ahead of the store (lost write)",
                 };
                 let narrowed = (!requested.is_empty()).then_some(&requested);
                 self.mint_pair(

@@ -162,17 +162,17 @@ impl App {
     }
 }
 
-/// Signing keys deserve owner-only permissions; say so loudly, but still start (a mounted
-/// Kubernetes Secret may legitimately be group-readable).
+/// Signing keys deserve tight permissions; say so loudly, but still start. Group read is
+/// allowed: a Kubernetes Secret mounted for a non-root user is group-readable (fsGroup).
 fn warn_if_readable_by_others(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt as _;
     if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
+        && meta.permissions().mode() & 0o037 != 0
     {
         tracing::warn!(
             path = %path.display(),
             mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the keyring is readable by group or others; chmod 600 it"
+            "the keyring is writable by group or accessible by others; chmod 600 (or 440) it"
         );
     }
 }

@@ -3,6 +3,7 @@
 //! attributes; handlers add the outcome (`tokens.outcome`) and the refusal reason
 //! (`error.type`) as they learn them.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -68,21 +69,27 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // gRPC paths are `/<package.Service>/<Method>`.
+        // gRPC paths are `/<package.Service>/<Method>`; known ones name their attributes with
+        // static strings (no allocation per call), others by copies.
         let path = request.uri().path();
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("", path));
-        let (service, method) = (service.to_owned(), method.to_owned());
+        let (service, method) = static_names(path).unwrap_or_else(|| {
+            let (service, method) = path
+                .trim_start_matches('/')
+                .split_once('/')
+                .unwrap_or(("", path));
+            (
+                Cow::Owned(service.to_owned()),
+                Cow::Owned(method.to_owned()),
+            )
+        });
         let span = tracing::info_span!(
             "rpc",
-            otel.name = %path.trim_start_matches('/'),
+            otel.name = path.trim_start_matches('/'),
             otel.kind = "server",
             otel.status_code = Empty,
             rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
+            rpc.service = &*service,
+            rpc.method = &*method,
             rpc.grpc.status_code = Empty,
             error.type = Empty,
             tokens.outcome = Empty,
@@ -127,6 +134,36 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The service and method of this server's own RPCs, as static strings.
+fn static_names(path: &str) -> Option<(Cow<'static, str>, Cow<'static, str>)> {
+    const SERVICES: [(&str, &[&str]); 2] = [
+        (
+            "tokens.v1.TokenService",
+            &[
+                "IssueTokenPair",
+                "RefreshTokenPair",
+                "RevokeToken",
+                "IntrospectToken",
+                "ListRefreshEvents",
+                "SummarizeRefreshEvents",
+            ],
+        ),
+        (
+            "tokens.v1.ClientRegistry",
+            &[
+                "CreateClient",
+                "GetClient",
+                "RotateClientSecret",
+                "DeleteClient",
+            ],
+        ),
+    ];
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let (service, methods) = SERVICES.iter().find(|(name, _)| *name == service)?;
+    let method = methods.iter().find(|name| **name == method)?;
+    Some((Cow::Borrowed(*service), Cow::Borrowed(*method)))
 }
 
 /// Statuses that mean the server failed, as OpenTelemetry's gRPC conventions list them for

@@ -19,10 +19,13 @@ if (#ARGV - 3) % 7 ~= 0 then
   return redis.error_reply('ERR audit: events come in groups of 7 arguments')
 end
 -- Every number is checked before the first write: Redis does not roll scripts back.
+local times = {}
 for i = 4, #ARGV, 7 do
-  if not whole(ARGV[i]) or not whole(ARGV[i + 5]) then
+  local at = whole(ARGV[i])
+  if not at or not whole(ARGV[i + 5]) then
     return redis.error_reply('ERR audit: event time and generation must be integers')
   end
+  times[i] = at
 end
 if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('HEXISTS', KEYS[2], 'del') == 1 then
   return 0
@@ -30,8 +33,13 @@ end
 
 -- The newest id the stream ever generated, not its newest entry: XADD refuses ids at or below
 -- the former, which outlives trimming (age trimming can empty the stream and keep the key).
+-- The newest entry has that id unless trimming emptied the stream: only then ask XINFO, which
+-- costs several times more.
 local last = 0
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if newest then
+  last = tonumber(string.match(newest[1], '^(%d+)-'))
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   for j = 1, #info, 2 do
     if info[j] == 'last-generated-id' then
@@ -41,7 +49,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local appended = 0
 for i = 4, #ARGV, 7 do
-  local at = math.max(whole(ARGV[i]), last)
+  local at = math.max(times[i], last)
   last = at
   redis.call('XADD', KEYS[1], 'MAXLEN', max_len, int(at) .. '-*',
     'o', ARGV[i + 1], 'r', ARGV[i + 2], 'd', ARGV[i + 3],

@@ -61,6 +61,8 @@ enum Command {
 
 /// Events written per batch at most; a batch is one script call per client in it.
 const MAX_BATCH: usize = 512;
+/// How long the writer waits for more events before writing a batch.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
 /// Waits between attempts to write a batch while Redis is unavailable.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -206,15 +208,26 @@ impl Writer {
     async fn run(self, mut commands: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut flushes = Vec::new();
-        while let Some(first) = commands.recv().await {
-            let mut next = Some(first);
-            while let Some(command) = next.take() {
-                match command {
-                    Command::Append(record) => batch.push(record),
-                    Command::Flush(done) => flushes.push(done),
+        let mut received = Vec::with_capacity(MAX_BATCH);
+        while commands.recv_many(&mut received, MAX_BATCH).await > 0 {
+            // Events are collected for up to BATCH_LINGER before a write, so a busy instance
+            // makes a few large script calls rather than one per event (and wakes this task a
+            // few hundred times a second, not once per refresh). A flush ends the wait.
+            let linger_until = tokio::time::Instant::now() + BATCH_LINGER;
+            loop {
+                for command in received.drain(..) {
+                    match command {
+                        Command::Append(record) => batch.push(record),
+                        Command::Flush(done) => flushes.push(done),
+                    }
                 }
-                if batch.len() < MAX_BATCH {
-                    next = commands.try_recv().ok();
+                if !flushes.is_empty() || batch.len() >= MAX_BATCH {
+                    break;
+                }
+                let more = commands.recv_many(&mut received, MAX_BATCH - batch.len());
+                match tokio::time::timeout_at(linger_until, more).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
             }
             if !batch.is_empty() {
