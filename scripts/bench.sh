@@ -16,6 +16,7 @@ work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 redis_port=$(free_port)
 grpc_port=$(free_port)
+admin_port=$(free_port)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
@@ -28,6 +29,7 @@ for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
 
 (umask 077 && "$bin/token-server" keygen > "$work/keyring")
 RUST_LOG=warn "$bin/token-server" --listen "127.0.0.1:$grpc_port" \
+  --admin-listen "127.0.0.1:$admin_port" \
   --redis-url "redis://127.0.0.1:$redis_port" --keyring "$work/keyring" &
 server_pid=$!
 pids+=("$server_pid")
