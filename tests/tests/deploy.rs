@@ -1,0 +1,496 @@
+//! The deployment: `scripts/validate-manifests.sh` renders the kustomize base and overlays
+//! (deploy/kubernetes) and validates them against the Kubernetes schemas; these tests run it
+//! and then check the rendered objects for what the runbook and the design promise: gRPC
+//! health probes on the gRPC port, a locked-down non-root pod, the keyring from a Secret that
+//! no file in the repository holds, an HA production overlay, and a Dockerfile that agrees.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// The renderings by name (`base`, `dev`, `production`), from one run of the script.
+fn rendered() -> &'static HashMap<String, Vec<Value>> {
+    static RENDERED: OnceLock<HashMap<String, Vec<Value>>> = OnceLock::new();
+    RENDERED.get_or_init(|| {
+        let out = tempfile::tempdir().expect("temp dir");
+        let output = Command::new("bash")
+            .arg(repo().join("scripts/validate-manifests.sh"))
+            .arg("--out")
+            .arg(out.path())
+            .output()
+            .expect("bash runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "scripts/validate-manifests.sh failed (run `make deps` if its tools are missing):\n\
+             {stdout}\n{stderr}"
+        );
+        let mut renderings = HashMap::new();
+        for entry in std::fs::read_dir(out.path()).expect("rendered dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).expect("rendering");
+                let objects: Vec<Value> = serde_json::from_str(&text).expect("JSON rendering");
+                let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+                renderings.insert(name, objects);
+            }
+        }
+        renderings
+    })
+}
+
+fn rendering(name: &str) -> &'static [Value] {
+    rendered()
+        .get(name)
+        .unwrap_or_else(|| panic!("no rendering {name}: {:?}", rendered().keys()))
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+fn all_of<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn deployment(objects: &[Value]) -> &Value {
+    find(objects, "Deployment", "token-server").expect("Deployment token-server")
+}
+
+fn container(objects: &[Value]) -> &Value {
+    deployment(objects)["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == "token-server")
+        .expect("container token-server")
+}
+
+/// The environment the container gets from its ConfigMap (followed by name, hash and all).
+fn config_env(objects: &[Value]) -> HashMap<String, String> {
+    let names: Vec<&str> = container(objects)["envFrom"]
+        .as_array()
+        .expect("envFrom")
+        .iter()
+        .filter_map(|source| source["configMapRef"]["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 1, "one ConfigMap in envFrom");
+    let config = find(objects, "ConfigMap", names[0]).expect("the envFrom ConfigMap");
+    config["data"]
+        .as_object()
+        .expect("ConfigMap data")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("string value").to_owned()))
+        .collect()
+}
+
+fn port_of(addr: &str) -> u64 {
+    addr.rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("{addr} has no port"))
+}
+
+fn named_port(container: &Value, name: &str) -> u64 {
+    container["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port {name}"))
+}
+
+/// Seconds of a humantime value as the ConfigMap writes them (`30s`, `2m`).
+fn seconds(value: &str) -> u64 {
+    let (number, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap());
+    let number: u64 = number.parse().expect("a number");
+    match unit {
+        "s" => number,
+        "m" => number * 60,
+        other => panic!("unexpected unit {other} in {value}"),
+    }
+}
+
+const SERVING_RENDERINGS: [&str; 2] = ["dev", "production"];
+
+#[test]
+fn the_base_and_every_overlay_render_and_validate() {
+    let mut names: Vec<&String> = rendered().keys().collect();
+    names.sort();
+    assert_eq!(names, ["base", "dev", "production"]);
+    for objects in rendered().values() {
+        deployment(objects);
+    }
+}
+
+#[test]
+fn probes_use_grpc_health_on_the_grpc_port() {
+    for name in SERVING_RENDERINGS {
+        let objects = rendering(name);
+        let container = container(objects);
+        assert_eq!(named_port(container, "grpc"), 50051, "{name}");
+        assert_eq!(
+            port_of(&config_env(objects)["TOKEN_LISTEN"]),
+            50051,
+            "{name}"
+        );
+        // Readiness is grpc.health.v1, which follows Redis: a pod cut off from Redis leaves the
+        // Service.
+        assert_eq!(container["readinessProbe"]["grpc"]["port"], 50051, "{name}");
+        // Startup and liveness must not follow Redis, or a Redis outage restarts every pod.
+        for probe in ["startupProbe", "livenessProbe"] {
+            let probe_value = &container[probe];
+            assert!(probe_value.is_object(), "{name}: no {probe}");
+            let grpc = &probe_value["grpc"];
+            assert!(
+                grpc.is_null() || grpc["service"].as_str().is_some_and(|s| !s.is_empty()),
+                "{name}: {probe} on the overall grpc.health status would restart pods while \
+                 Redis is down"
+            );
+        }
+        let service = find(objects, "Service", "token-server").expect("Service token-server");
+        let grpc_port = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "grpc")
+            .expect("Service port grpc");
+        assert_eq!(grpc_port["port"], 50051, "{name}");
+        assert_eq!(grpc_port["appProtocol"], "grpc", "{name}");
+    }
+}
+
+#[test]
+fn metrics_are_scraped_where_the_admin_listener_is() {
+    for name in SERVING_RENDERINGS {
+        let objects = rendering(name);
+        let admin = port_of(&config_env(objects)["TOKEN_ADMIN_LISTEN"]);
+        assert_eq!(admin, 9090, "{name}");
+        assert_eq!(named_port(container(objects), "metrics"), admin, "{name}");
+        let annotations = &deployment(objects)["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+        assert_eq!(
+            annotations["prometheus.io/port"],
+            admin.to_string(),
+            "{name}"
+        );
+        assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
+        assert_eq!(config_env(objects)["TOKEN_LOG_FORMAT"], "json", "{name}");
+    }
+}
+
+#[test]
+fn the_pod_runs_non_root_read_only_and_without_privileges() {
+    for name in ["base", "dev", "production"] {
+        let objects = rendering(name);
+        let pod = &deployment(objects)["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert!(
+            pod["securityContext"]["runAsUser"]
+                .as_u64()
+                .is_some_and(|uid| uid != 0),
+            "{name}"
+        );
+        assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
+        let account = pod["serviceAccountName"].as_str().expect("service account");
+        let account = find(objects, "ServiceAccount", account).expect("its ServiceAccount");
+        assert_eq!(account["automountServiceAccountToken"], false, "{name}");
+
+        let security = &container(objects)["securityContext"];
+        assert_eq!(security["runAsNonRoot"], true, "{name}");
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert_eq!(
+            security["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
+        let resources = &container(objects)["resources"];
+        for field in ["requests", "limits"] {
+            for resource in ["cpu", "memory"] {
+                assert!(
+                    resources[field][resource].is_string(),
+                    "{name}: no {field}.{resource}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_keyring_is_a_secret_file_readable_by_its_owner_only() {
+    for name in ["base", "dev", "production"] {
+        let objects = rendering(name);
+        let pod = &deployment(objects)["spec"]["template"]["spec"];
+        let container = container(objects);
+        let keyring_env = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "TOKEN_KEYRING")
+            .and_then(|e| e["value"].as_str())
+            .expect("TOKEN_KEYRING");
+        assert_eq!(keyring_env, "/etc/token-server/keyring/keyring", "{name}");
+        let mount = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| keyring_env.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
+            .expect("a volume mounted where TOKEN_KEYRING points");
+        assert_eq!(mount["readOnly"], true, "{name}");
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the keyring volume");
+        let secret = &volume["secret"];
+        assert_eq!(secret["defaultMode"], 0o400, "{name}");
+        assert!(
+            secret["secretName"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("token-keyring")),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn shutdown_fits_in_the_termination_grace_period() {
+    for name in SERVING_RENDERINGS {
+        let objects = rendering(name);
+        let pod = &deployment(objects)["spec"]["template"]["spec"];
+        let timeout = seconds(&config_env(objects)["TOKEN_SHUTDOWN_TIMEOUT"]);
+        let pre_stop = container(objects)["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or(0);
+        let grace = pod["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("terminationGracePeriodSeconds");
+        // The drain, then the audit flush, each bounded by the shutdown timeout.
+        assert!(
+            grace > pre_stop + 2 * timeout,
+            "{name}: grace {grace}s <= preStop {pre_stop}s + 2 x {timeout}s"
+        );
+    }
+}
+
+#[test]
+fn production_is_spread_and_pinned() {
+    let objects = rendering("production");
+    let hpa = find(objects, "HorizontalPodAutoscaler", "token-server").expect("HPA");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 3, "{hpa}");
+    let metric = &hpa["spec"]["metrics"][0]["resource"];
+    assert_eq!(metric["name"], "cpu");
+    assert_eq!(metric["target"]["averageUtilization"], 70);
+    // The HPA owns the count; a replicas field would be re-applied over it.
+    let replicas = &deployment(objects)["spec"]["replicas"];
+    assert!(replicas.is_null() || replicas.as_u64().unwrap() >= 3);
+    assert!(find(objects, "PodDisruptionBudget", "token-server").is_some());
+
+    let pod = &deployment(objects)["spec"]["template"]["spec"];
+    let anti = pod["affinity"]["podAntiAffinity"].to_string();
+    assert!(anti.contains("kubernetes.io/hostname"), "{anti}");
+    assert!(anti.contains("topology.kubernetes.io/zone"), "{anti}");
+    let spread: Vec<&str> = pod["topologySpreadConstraints"]
+        .as_array()
+        .expect("topologySpreadConstraints")
+        .iter()
+        .filter_map(|c| c["topologyKey"].as_str())
+        .collect();
+    assert!(spread.contains(&"kubernetes.io/hostname"), "{spread:?}");
+    assert!(
+        spread.contains(&"topology.kubernetes.io/zone"),
+        "{spread:?}"
+    );
+
+    let image = container(objects)["image"].as_str().unwrap();
+    let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+    assert!(
+        image.contains("@sha256:") || (!tag.is_empty() && !tag.contains('/') && tag != "latest"),
+        "production image not pinned: {image}"
+    );
+    let redis = &config_env(objects)["TOKEN_REDIS_URL"];
+    assert!(
+        redis.starts_with("redis+sentinel://") && redis.ends_with("/mymaster"),
+        "{redis}"
+    );
+}
+
+#[test]
+fn dev_runs_one_pod_against_its_own_redis() {
+    let objects = rendering("dev");
+    assert_eq!(deployment(objects)["spec"]["replicas"], 1);
+    assert!(all_of(objects, "HorizontalPodAutoscaler").is_empty());
+    assert_eq!(config_env(objects)["TOKEN_REDIS_URL"], "redis://redis:6379");
+    let redis = find(objects, "StatefulSet", "redis").expect("StatefulSet redis");
+    let pod = &redis["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(
+        pod["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis:7")
+    );
+    assert!(
+        !redis["spec"]["volumeClaimTemplates"]
+            .as_array()
+            .expect("volumeClaimTemplates")
+            .is_empty()
+    );
+    let service = find(objects, "Service", "redis").expect("Service redis");
+    assert_eq!(service["spec"]["ports"][0]["port"], 6379);
+}
+
+#[test]
+fn network_policy_admits_callers_and_scraper_and_reaches_redis_dns_and_otlp() {
+    for name in ["base", "dev", "production"] {
+        let policy = find(rendering(name), "NetworkPolicy", "token-server").expect("policy");
+        let ports = |direction: &str| -> Vec<u64> {
+            policy["spec"][direction]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|rule| rule["ports"].as_array().unwrap())
+                .filter_map(|p| p["port"].as_u64())
+                .collect()
+        };
+        let ingress = ports("ingress");
+        assert!(
+            ingress.contains(&50051) && ingress.contains(&9090),
+            "{ingress:?}"
+        );
+        let egress = ports("egress");
+        for port in [53, 6379, 26379, 4317] {
+            assert!(egress.contains(&port), "{name}: no egress to {port}");
+        }
+    }
+}
+
+/// Standard base64, as Kubernetes stores Secret data (kustomize wraps long values).
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for byte in text
+        .bytes()
+        .filter(|b| *b != b'=' && !b.is_ascii_whitespace())
+    {
+        let value = ALPHABET
+            .iter()
+            .position(|a| *a == byte)
+            .expect("base64 character") as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}
+
+/// Lines shaped like a keyring entry: `<key-id> <secret> <sign|verify>`.
+fn key_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() == 3 && matches!(fields[2], "sign" | "verify")
+        })
+        .map(|line| line.split_whitespace().next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn no_signing_key_is_committed_or_rendered() {
+    // The base and production hold no Secret at all: production's keyring is created outside
+    // git. dev generates one from a git-ignored file, which the script replaces by a
+    // placeholder.
+    assert!(all_of(rendering("base"), "Secret").is_empty());
+    assert!(all_of(rendering("production"), "Secret").is_empty());
+    for name in ["base", "dev", "production"] {
+        for secret in all_of(rendering(name), "Secret") {
+            for (key, value) in secret["data"].as_object().into_iter().flatten() {
+                let text = String::from_utf8(base64_decode(value.as_str().unwrap())).unwrap();
+                assert!(
+                    key_lines(&text).is_empty(),
+                    "{name}: Secret {} key {key} holds key material",
+                    secret["metadata"]["name"]
+                );
+            }
+        }
+    }
+
+    // No file under deploy/ that git would commit holds a key line, and the dev overlay's
+    // keyring file is ignored.
+    let root = repo();
+    let ignored = |path: &Path| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["check-ignore", "-q"])
+            .arg(path)
+            .status()
+            .expect("git runs")
+            .success()
+    };
+    assert!(
+        ignored(&root.join("deploy/kubernetes/overlays/dev/keyring")),
+        "the dev keyring file is not git-ignored"
+    );
+    let mut stack = vec![root.join("deploy")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read deploy/") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !ignored(&path)
+                && let Ok(text) = std::fs::read_to_string(&path)
+            {
+                let keys = key_lines(&text);
+                assert!(keys.is_empty(), "{} holds keys {keys:?}", path.display());
+            }
+        }
+    }
+    let dockerignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    assert!(dockerignore.lines().any(|l| l.trim() == "**/keyring"));
+}
+
+#[test]
+fn the_dockerfile_agrees_with_the_manifests() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let objects = rendering("production");
+    let env = config_env(objects);
+    for key in ["TOKEN_LISTEN", "TOKEN_ADMIN_LISTEN", "TOKEN_LOG_FORMAT"] {
+        assert!(
+            dockerfile.contains(&format!("{key}={}", env[key])),
+            "Dockerfile ENV {key} differs from the ConfigMap's {}",
+            env[key]
+        );
+    }
+    let uid = deployment(objects)["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        dockerfile.contains(&format!("\nUSER {uid}:{uid}\n")),
+        "USER {uid}"
+    );
+    assert!(dockerfile.contains("\nENTRYPOINT [\"/usr/local/bin/token-server\"]\n"));
+    assert!(dockerfile.contains("cargo build --release --locked -p token-server"));
+}
