@@ -244,6 +244,7 @@ pub async fn warm_up(server: &TestServer, client: &TestClient) {
         tokens
             .introspect_token(pb::IntrospectTokenRequest {
                 token: pair.access_token.clone(),
+                ..Default::default()
             })
             .await
             .expect("warm-up introspection");
