@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/venv/bin:$(PATH)
 
 .PHONY: run test bench chaos lint deps fmt
 
-## run: install what is missing, start Redis if none answers, serve on 127.0.0.1:50051
+## run: install what is missing, start Redis if none answers, serve gRPC on 127.0.0.1:50051 and the HTTP gateway on 127.0.0.1:8080
 run:
 	scripts/run-dev.sh
 

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # `make bench`: release build, a dedicated redis-server and token-server on free loopback
 # ports, then in one run: the EVALSHA ceiling (redis-benchmark), refresh throughput at 64
-# callers (printed as a ratio of the ceiling), a mixed and an introspection-only load, storms
-# of 1,000, and Redis bytes per family. Each mode ends with a `bench <mode>:` line.
+# callers (printed as a ratio of the ceiling), the same refreshes over HTTP through
+# token-gateway with wrk (beside the gRPC figure), a mixed and an introspection-only load,
+# storms of 1,000, and Redis bytes per family. Each mode ends with a `bench <mode>:` line.
 # BENCH_DURATION (default 10s) sets each timed run's length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
+if ! command -v wrk >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  echo "bench: installing wrk from Debian's packages"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+fi
 duration="${BENCH_DURATION:-10s}"
 
 echo "bench: building (release)"
-cargo build --release --quiet -p token-server -p token-bench
+cargo build --release --quiet -p token-server -p token-bench -p token-gateway
 bin=target/release
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -43,8 +51,40 @@ ceiling_line=$("$bin/token-bench" ceiling --redis-url "redis://127.0.0.1:$redis_
 echo "$ceiling_line"
 ceiling=$(sed -n 's/.*evalsha_per_s=\([0-9.]*\).*/\1/p' <<<"$ceiling_line")
 
-"$bin/token-bench" throughput "${target[@]}" --concurrency 64 --duration "$duration" \
-  --ceiling-per-s "$ceiling"
+throughput_line=$("$bin/token-bench" throughput "${target[@]}" --concurrency 64 \
+  --duration "$duration" --ceiling-per-s "$ceiling")
+echo "$throughput_line"
+grpc_per_s=$(sed -n 's/.*refresh_per_s=\([0-9.]*\).*/\1/p' <<<"$throughput_line")
+
+# The same refreshes over HTTP: token-gateway in front of the same token-server, wrk with 64
+# connections, each request a real rotation (scripts/wrk-refresh.lua keeps one chain per
+# in-flight request). Fresh families for the warm-up and for the measured run.
+http_port=$(free_port)
+RUST_LOG=warn "$bin/token-gateway" --listen "127.0.0.1:$http_port" \
+  --token-service "http://127.0.0.1:$grpc_port" &
+gateway_pid=$!
+pids+=("$gateway_pid")
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$http_port/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$http_port/healthz" >/dev/null
+"$bin/token-bench" issue "${target[@]}" --families 128 --out "$work/warmup-tokens" >/dev/null
+"$bin/token-bench" issue "${target[@]}" --families 128 --out "$work/tokens" >/dev/null
+wrk -t 2 -c 64 -d 2s -s scripts/wrk-refresh.lua "http://127.0.0.1:$http_port" \
+  -- "$work/warmup-tokens" 2 >/dev/null
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+gateway_ticks=$(cpu_ticks "$gateway_pid")
+server_ticks=$(cpu_ticks "$server_pid")
+gateway_line=$(wrk -t 2 -c 64 -d "$duration" -s scripts/wrk-refresh.lua \
+  "http://127.0.0.1:$http_port" -- "$work/tokens" 2 | grep '^bench gateway:')
+gateway_cpu=$(awk "BEGIN {printf \"%.1f\", ($(cpu_ticks "$gateway_pid") - $gateway_ticks) / $hz}")
+server_cpu=$(awk "BEGIN {printf \"%.1f\", ($(cpu_ticks "$server_pid") - $server_ticks) / $hz}")
+gateway_per_s=$(sed -n 's/.*refresh_per_s=\([0-9.]*\).*/\1/p' <<<"$gateway_line")
+ratio=$(awk "BEGIN {printf \"%.2f\", $gateway_per_s / $grpc_per_s}")
+echo "$gateway_line grpc_refresh_per_s=$grpc_per_s ratio_to_grpc=$ratio connections=64" \
+  "gateway_cpu_s=$gateway_cpu server_cpu_s=$server_cpu"
+kill "$gateway_pid"
+wait "$gateway_pid" 2>/dev/null || true
+
 "$bin/token-bench" throughput "${target[@]}" --concurrency 64 --duration "$duration" \
   --introspect-share 0.5
 "$bin/token-bench" throughput "${target[@]}" --concurrency 64 --duration "$duration" \

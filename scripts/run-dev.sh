@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the token service on an embedded-default setup. Installs what is missing, starts
 # a local redis-server when none answers (data and log in .dev/redis), creates a development
-# keyring (.dev/keyring), prints grpcurl examples and serves on 127.0.0.1:50051.
+# keyring (.dev/keyring), prints grpcurl and curl examples, and serves gRPC on 127.0.0.1:50051
+# with the HTTP gateway on 127.0.0.1:8080.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,26 +28,38 @@ else
   redis-cli -u "$redis_url" ping >/dev/null
 fi
 
-echo "run: building token-server (release; the first build takes a few minutes)"
-cargo build --release -p token-server
+echo "run: building token-server and token-gateway (release; the first build takes a few minutes)"
+cargo build --release -p token-server -p token-gateway
 if [ ! -f .dev/keyring ]; then
   mkdir -p .dev
   (umask 077 && target/release/token-server keygen > .dev/keyring)
   echo "run: created a development keyring in .dev/keyring"
 fi
 
+grpc_addr="${TOKEN_LISTEN:-127.0.0.1:50051}"
+gateway_addr="${GATEWAY_LISTEN:-127.0.0.1:8080}"
 cat <<MSG
 
-token-server is starting on ${TOKEN_LISTEN:-127.0.0.1:50051} (Redis: $redis_url).
-Try it from another terminal in $root:
+token-server is starting on $grpc_addr (Redis: $redis_url; metrics at
+http://${TOKEN_ADMIN_LISTEN:-127.0.0.1:9090}/metrics), and token-gateway, its OAuth2 HTTP front
+door, on http://$gateway_addr. Try them from another terminal in $root:
 
 $(if [ -x .tools/venv/bin/grpcurl ]; then echo "  export PATH=\"$root/.tools/venv/bin:\$PATH\"   # grpcurl"; fi)
-  bash scripts/grpcurl-examples.sh               # the whole walk-through below
+  bash scripts/grpcurl-examples.sh               # gRPC: the walk-through below
+  bash scripts/curl-examples.sh                  # HTTP: the OAuth2 walk-through below
 
 ---- scripts/grpcurl-examples.sh ----
 $(sed -n '/^ADDR=/,$p' scripts/grpcurl-examples.sh)
+---- scripts/curl-examples.sh ----
+$(sed -n '/^GRPC=/,$p' scripts/curl-examples.sh)
 -------------------------------------
-Stop with Ctrl-C (in-flight calls finish first).
+Stop with Ctrl-C (in-flight calls and requests finish first).
 
 MSG
-exec target/release/token-server --keyring .dev/keyring
+# The gateway runs beside the server and stops with it (Ctrl-C reaches both; the trap covers
+# the server exiting on its own).
+GATEWAY_LISTEN="$gateway_addr" GATEWAY_TOKEN_SERVICE="http://$grpc_addr" \
+  target/release/token-gateway &
+gateway_pid=$!
+trap 'kill "$gateway_pid" 2>/dev/null || true' EXIT
+target/release/token-server --keyring .dev/keyring

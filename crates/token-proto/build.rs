@@ -11,6 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         proto_root.join("google/rpc/error_details.proto"),
     ];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    // The protos live outside this package, where cargo does not look for changes by itself:
+    // without this, an edited contract keeps compiling against the previous generated code.
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+    println!("cargo:rerun-if-changed=build.rs");
 
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);

@@ -7,8 +7,11 @@
 //! - [`reason`]: the `ErrorInfo.reason` of a status, which is what tests assert on.
 //! - [`register_client`]: creates a client through the `ClientRegistry` RPC.
 //! - [`warm_up`]: opens every Redis connection and loads the scripts, for fault tests.
+//! - [`gateway`]: the HTTP gateway in-process in front of a token server ([`TestGateway`]).
 
 #![forbid(unsafe_code)]
+
+pub mod gateway;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -29,6 +32,7 @@ pub use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
 
+pub use gateway::TestGateway;
 pub use test_support::RedisServer;
 
 /// One keyring for every server of a test process, so instances verify each other's tokens.
@@ -265,6 +269,7 @@ pub async fn warm_up(server: &TestServer, client: &TestClient) {
         tokens
             .introspect_token(pb::IntrospectTokenRequest {
                 token: pair.access_token.clone(),
+                ..Default::default()
             })
             .await
             .expect("warm-up introspection");

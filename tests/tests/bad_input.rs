@@ -111,6 +111,7 @@ impl Env {
         self.tokens
             .introspect_token(pb::IntrospectTokenRequest {
                 token: token.to_owned(),
+                ..Default::default()
             })
             .await
             .map(tonic::Response::into_inner)
@@ -775,6 +776,67 @@ async fn introspecting_a_garbage_token_is_inactive_with_every_field_empty() {
 
     let status = env.introspect("").await.expect_err("empty token");
     assert_malformed("introspect an empty token", &status, "token");
+}
+
+#[tokio::test]
+async fn an_introspection_caller_that_names_itself_must_authenticate_as_a_confidential_client() {
+    let mut env = Env::start().await;
+    let owner = env.client("confidential").await;
+    let resource_server = env.client("confidential").await;
+    let public = env.client("public").await;
+    let pair = env.issue(&owner).await;
+    let as_caller = |caller: &TestClient, secret: &str| pb::IntrospectTokenRequest {
+        token: pair.access_token.clone(),
+        client_id: caller.client_id.clone(),
+        client_secret: secret.to_owned(),
+    };
+
+    // Any registered confidential client may introspect any token (it is the resource server).
+    let request = as_caller(&resource_server, &resource_server.client_secret);
+    let seen = env.tokens.introspect_token(request).await.unwrap();
+    assert!(seen.get_ref().active);
+    assert_eq!(seen.get_ref().client_id, owner.client_id);
+
+    // The caller is checked before the token: an unauthenticated caller learns nothing.
+    let refusals = [
+        (
+            "wrong secret",
+            as_caller(&resource_server, "not-the-secret"),
+        ),
+        ("no secret", as_caller(&resource_server, "")),
+        ("a public client", as_caller(&public, "")),
+        (
+            "unknown client",
+            as_caller(
+                &TestClient {
+                    client_id: "no-such-client".to_owned(),
+                    client_secret: "x".to_owned(),
+                },
+                "x",
+            ),
+        ),
+    ];
+    for (case, request) in refusals {
+        let status = env.tokens.introspect_token(request).await.unwrap_err();
+        assert_refused(
+            case,
+            &status,
+            Code::Unauthenticated,
+            "INVALID_CLIENT",
+            "invalid_client",
+        );
+        assert_no_echo(case, &status, &[&pair.access_token, "not-the-secret"]);
+    }
+    let status = env
+        .tokens
+        .introspect_token(pb::IntrospectTokenRequest {
+            token: pair.access_token.clone(),
+            client_id: String::new(),
+            client_secret: resource_server.client_secret.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_malformed("a secret without a client id", &status, "client_id");
 }
 
 #[tokio::test]

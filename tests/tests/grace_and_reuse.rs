@@ -75,6 +75,7 @@ impl Fixture {
         self.tokens
             .introspect_token(pb::IntrospectTokenRequest {
                 token: token.to_owned(),
+                ..Default::default()
             })
             .await
             .expect("introspection")
@@ -190,6 +191,7 @@ async fn narrowing_applies_to_the_access_token_only() {
         .tokens
         .introspect_token(pb::IntrospectTokenRequest {
             token: narrow.access_token.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -237,6 +239,7 @@ async fn introspection_reports_what_the_token_grants() {
             .tokens
             .introspect_token(pb::IntrospectTokenRequest {
                 token: token.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

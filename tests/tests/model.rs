@@ -302,7 +302,11 @@ impl Case {
                 };
                 let found = self
                     .service
-                    .introspect(IntrospectRequest { token })
+                    .introspect(IntrospectRequest {
+                        token,
+                        client_id: "",
+                        client_secret: "",
+                    })
                     .await
                     .map_err(|e| TestCaseError::fail(format!("introspect failed: {e}")))?;
                 prop_assert_eq!(Outcome::Active(found.is_some()), expected);

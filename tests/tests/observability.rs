@@ -751,3 +751,59 @@ fn the_audit_keeps_at_most_its_maximum_and_forgets_what_is_past_retention() {
         assert_eq!(xlen(&mut conn).await, 1);
     });
 }
+
+#[test]
+fn an_http_refresh_with_a_traceparent_is_one_trace_through_gateway_server_and_redis() {
+    run(async {
+        let redis = RedisServer::start();
+        let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
+        let gateway =
+            e2e::gateway::TestGateway::in_front_of(&server, ClientConfig::default()).await;
+        let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
+        let pair = issue(&mut server.tokens().await, &client, "alice").await;
+
+        // An upstream HTTP caller's trace context, as a browser or API gateway would send it.
+        let (trace_id, caller_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+        let response = reqwest::Client::new()
+            .post(gateway.url("/oauth/token"))
+            .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", pair.refresh_token.as_str()),
+                ("client_id", client.client_id.as_str()),
+            ])
+            .send()
+            .await
+            .expect("POST /oauth/token");
+        assert_eq!(response.status(), 200);
+
+        let spans = trace(trace_id, |spans| {
+            spans.iter().any(|s| s.name == "POST /oauth/token")
+                && !spans_named(spans, REFRESH, CLIENT).is_empty()
+                && !spans_named(spans, REFRESH, SERVER).is_empty()
+                && spans.iter().any(|s| s.name == "EVALSHA rotate")
+        })
+        .await;
+        let edge = spans
+            .iter()
+            .find(|s| s.name == "POST /oauth/token")
+            .unwrap();
+        assert_eq!(
+            edge.parent_span_id, caller_span,
+            "the gateway continued the caller's trace"
+        );
+        assert_eq!(edge.kind, SERVER);
+        assert_eq!(edge.attribute("http.response.status_code"), Some("200"));
+        let [attempt] = spans_named(&spans, REFRESH, CLIENT)[..] else {
+            panic!("one SDK attempt: {spans:#?}");
+        };
+        assert_eq!(attempt.parent_span_id, edge.span_id);
+        let [rpc] = spans_named(&spans, REFRESH, SERVER)[..] else {
+            panic!("one server span: {spans:#?}");
+        };
+        assert_eq!(rpc.parent_span_id, attempt.span_id);
+        let rotate = spans.iter().find(|s| s.name == "EVALSHA rotate").unwrap();
+        assert_eq!(rotate.parent_span_id, rpc.span_id);
+        gateway.stop().await;
+    });
+}

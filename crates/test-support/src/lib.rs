@@ -40,13 +40,20 @@ pub fn require_program(name: &str, install_hint: &str) -> PathBuf {
 
 /// The project's Python (`.tools/venv`, made by `scripts/deps.sh`), with the PyPI tools of
 /// `scripts/requirements-tools.txt` (prometheus-client, authlib, requests) importable.
+///
+/// The path is returned as is, not canonicalized: `bin/python` is a symlink to the base
+/// interpreter, and Python only finds the virtualenv (its `pyvenv.cfg`, its site-packages)
+/// when started through the link.
 pub fn tools_python() -> PathBuf {
-    // Not canonicalized: the venv's python is a symlink, and resolving it would leave the venv.
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
-    assert!(
-        python.exists(),
-        "the project virtualenv .tools/venv is missing; run `make deps` (scripts/deps.sh)"
-    );
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("test-support lives two levels below the workspace root")
+        .join(".tools/venv");
+    let python = venv.join("bin/python");
+    if !venv.join("pyvenv.cfg").is_file() || !python.exists() {
+        panic!("the project virtualenv .tools/venv is missing; run `make deps` (scripts/deps.sh)");
+    }
     python
 }
 

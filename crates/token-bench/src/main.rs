@@ -8,12 +8,15 @@
 //!   by, introspection).
 //! - [`storm`]: N parallel refreshes of one token, many rounds.
 //! - [`memory`]: Redis bytes per active family with realistic ids and scopes.
+//! - [`issue`]: a client and N families written to a file, for load generators elsewhere
+//!   (the gateway's wrk run).
 //! - [`setup`]: connecting, registering the bench client, issuing families, readiness.
 //! - [`report`]: latency histograms, error counts by reason, process CPU and memory.
 
 #![forbid(unsafe_code)]
 
 mod ceiling;
+mod issue;
 mod memory;
 mod report;
 mod setup;
@@ -66,6 +69,8 @@ enum Mode {
     Storm(storm::Options),
     /// Redis bytes per active family.
     Memory(memory::Options),
+    /// A client and N families, written to a file for other load generators.
+    Issue(issue::Options),
 }
 
 #[tokio::main]
@@ -76,5 +81,6 @@ async fn main() -> anyhow::Result<()> {
         Mode::Throughput(options) => throughput::run(options).await,
         Mode::Storm(options) => storm::run(options).await,
         Mode::Memory(options) => memory::run(options).await,
+        Mode::Issue(options) => issue::run(options).await,
     }
 }

@@ -175,6 +175,7 @@ async fn caller(
                 let result = tokens
                     .introspect_token(pb::IntrospectTokenRequest {
                         token: pair.access_token.clone(),
+                        ..Default::default()
                     })
                     .await;
                 if recording {

@@ -128,5 +128,28 @@ async fn every_mode_prints_its_line_without_errors() {
         .await
         .unwrap();
     assert!(memory.contains(" errors=0 "), "{memory}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tokens");
+    let out_arg = out.to_str().unwrap();
+    let issue = run(
+        with("issue", &["--families", "3", "--out", out_arg]),
+        "issue",
+    )
+    .await
+    .unwrap();
+    assert!(issue.contains("families=3 "), "{issue}");
+    let written = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 4, "credentials, then one token a line");
+    assert_eq!(
+        lines[0].split(' ').count(),
+        2,
+        "<client_id> <client_secret>"
+    );
+    assert!(
+        lines[1..].iter().all(|t| t.starts_with("rt1.")),
+        "{written}"
+    );
     server.stop().await;
 }

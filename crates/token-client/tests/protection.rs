@@ -45,6 +45,7 @@ fn garbage_introspection() -> pb::IntrospectTokenRequest {
     // Fails its MAC check before any Redis call: admitted, it is answered at once.
     pb::IntrospectTokenRequest {
         token: "at1.x.y".to_owned(),
+        ..Default::default()
     }
 }
 

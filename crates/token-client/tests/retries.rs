@@ -69,6 +69,7 @@ async fn a_refresh_during_a_redis_outage_succeeds_once_redis_is_back() -> anyhow
     let introspected = sdk
         .introspect_token(pb::IntrospectTokenRequest {
             token: next.access_token.clone(),
+            ..Default::default()
         })
         .await?;
     assert!(introspected.active);
@@ -204,6 +205,7 @@ async fn a_server_that_never_answers_costs_max_attempts_deadlines() -> anyhow::R
     let err = sdk
         .introspect_token(pb::IntrospectTokenRequest {
             token: "at1.x.y".to_owned(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -229,6 +231,7 @@ async fn a_refused_connection_is_a_retried_transport_failure() -> anyhow::Result
     let err = sdk
         .introspect_token(pb::IntrospectTokenRequest {
             token: "at1.x.y".to_owned(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

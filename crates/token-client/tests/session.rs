@@ -119,6 +119,7 @@ async fn the_process_that_loses_the_race_uses_the_winners_saved_pair() -> anyhow
     let active = sdk
         .introspect_token(pb::IntrospectTokenRequest {
             token: b_pair.access_token.clone(),
+            ..Default::default()
         })
         .await?;
     assert!(active.active);
@@ -163,6 +164,7 @@ async fn a_revoked_family_is_not_masked_by_the_saved_pair() -> anyhow::Result<()
     let active = sdk
         .introspect_token(pb::IntrospectTokenRequest {
             token: a_pair.access_token,
+            ..Default::default()
         })
         .await?;
     assert!(!active.active, "the server did revoke the family");

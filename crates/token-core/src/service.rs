@@ -65,6 +65,12 @@ pub struct RevokeRequest<'a> {
 
 pub struct IntrospectRequest<'a> {
     pub token: &'a str,
+    /// The caller, when it authenticates as a registered client (RFC 7662 section 2.1, as the
+    /// HTTP gateway does for every introspection); empty for callers trusted by the network.
+    /// Only a confidential client can authenticate: a public client's id is no secret.
+    pub client_id: &'a str,
+    /// The caller's secret; must be empty when `client_id` is.
+    pub client_secret: &'a str,
 }
 
 pub struct NewClient<'a> {
@@ -422,12 +428,27 @@ impl<S: Store> TokenService<S> {
         }
     }
 
-    /// RFC 7662: `None` for any token that is not active, whatever the reason.
+    /// RFC 7662: `None` for any token that is not active, whatever the reason. A caller that
+    /// names itself (`client_id`) is authenticated first, before the token is looked at, and
+    /// must be a confidential client.
     pub async fn introspect(
         &self,
         req: IntrospectRequest<'_>,
     ) -> Result<Option<Introspection>, Error> {
         validate::required("token", req.token, MAX_TOKEN_LEN)?;
+        if !req.client_id.is_empty() {
+            validate::client_id("client_id", req.client_id)?;
+            validate::optional("client_secret", req.client_secret, MAX_SECRET_LEN)?;
+            let caller = self.authenticate(req.client_id, req.client_secret).await?;
+            if caller.client_type == ClientType::Public {
+                return Err(Error::InvalidClient);
+            }
+        } else if !req.client_secret.is_empty() {
+            return Err(Error::malformed(
+                "client_id",
+                "is required when client_secret is set",
+            ));
+        }
         let claims = match self.keyring.verify("token", req.token) {
             Ok(claims) => claims,
             Err(Error::TokenInvalid) => return Ok(None),

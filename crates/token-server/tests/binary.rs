@@ -178,6 +178,7 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     tokens
         .introspect_token(pb::IntrospectTokenRequest {
             token: second.access_token.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();

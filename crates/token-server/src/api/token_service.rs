@@ -93,9 +93,13 @@ impl TokenServiceRpc for TokenServiceApi {
         let req = request.into_inner();
         let found = self
             .service
-            .introspect(IntrospectRequest { token: &req.token })
+            .introspect(IntrospectRequest {
+                token: &req.token,
+                client_id: &req.client_id,
+                client_secret: &req.client_secret,
+            })
             .await
-            .map_err(|err| refused("IntrospectToken", "", err))?;
+            .map_err(|err| refused("IntrospectToken", &req.client_id, err))?;
         Ok(Response::new(convert::introspection(found)))
     }
 

@@ -1,0 +1,81 @@
+//! What the gateway calls: `tokens.v1.TokenService` through the SDK (deadlines, retries,
+//! single-flight), and the token service's `grpc.health.v1` for `/healthz`.
+
+use std::time::Duration;
+
+use token_client::{ClientConfig, TokenClient};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// The health service name the gateway asks about: the one it depends on.
+const HEALTH_SERVICE: &str = "tokens.v1.TokenService";
+
+/// The token service as the gateway reaches it. Cheap to clone: clones share the channel and
+/// the SDK's in-flight refreshes, so identical refreshes arriving at once over HTTP become one
+/// RPC.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Every token call goes through the SDK, for its retries and single-flight.
+    pub(crate) tokens: TokenClient,
+    /// Health is not a `TokenService` call, so it has its own stub (usually on the same
+    /// channel).
+    health: HealthClient<Channel>,
+    /// Bound on one health check.
+    health_deadline: Duration,
+}
+
+impl Upstream {
+    /// Over `tokens` (built however the caller likes: a test's settings, a channel with
+    /// interceptors) with health checks over `health_channel`, normally the same channel.
+    pub fn new(tokens: TokenClient, health_channel: Channel) -> Self {
+        let health_deadline = tokens.config().deadline;
+        Self {
+            tokens,
+            health: HealthClient::new(health_channel),
+            health_deadline,
+        }
+    }
+
+    /// One lazily connected channel to `endpoint` (`http://host:port`) for both: nothing is
+    /// dialled until the first request, so the gateway starts whether or not the token
+    /// service is up yet. Only a malformed endpoint fails.
+    pub fn connect(endpoint: &str, config: ClientConfig) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(endpoint.to_owned())?
+            .connect_timeout(config.deadline)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self::new(
+            TokenClient::from_channel(channel.clone(), config),
+            channel,
+        ))
+    }
+
+    /// The SDK client every token call goes through.
+    pub fn tokens(&self) -> &TokenClient {
+        &self.tokens
+    }
+
+    /// The token service's own health verdict; `None` when it could not be asked (down,
+    /// unreachable, too slow). One attempt: a probe should report, not retry.
+    pub async fn health(&self) -> Option<ServingStatus> {
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: HEALTH_SERVICE.to_owned(),
+        });
+        request.set_timeout(self.health_deadline);
+        let mut health = self.health.clone();
+        let answer = tokio::time::timeout(self.health_deadline, health.check(request)).await;
+        match answer {
+            Ok(Ok(response)) => ServingStatus::try_from(response.into_inner().status).ok(),
+            Ok(Err(status)) => {
+                tracing::debug!(code = ?status.code(), "token service health check failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("token service health check timed out");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The real `token-gateway` binary, as an operator runs it: configured by environment, logging
+//! at `trace` as JSON, in front of a real token server, stopped by SIGTERM. While it serves
+//! successes and refusals of every kind, everything it logs is captured; at the end no token,
+//! MAC, client secret or `Authorization` value appears in the log.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use e2e::{RedisServer, ServerOptions, TestServer, issue, register_client};
+use test_support::free_port;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_token-gateway");
+
+/// Readiness probe: `/healthz` answers 200 once the gateway listens and the token service is
+/// SERVING. Bounded.
+async fn wait_until_ready(http: &reqwest::Client, base: &str) {
+    for _ in 0..400 {
+        if let Ok(response) = http.get(format!("{base}/healthz")).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("token-gateway never became ready at {base}");
+}
+
+/// A token and its MAC, which must not appear on its own either.
+fn with_mac(token: &str) -> [String; 2] {
+    [
+        token.to_owned(),
+        token.rsplit('.').next().unwrap_or_default().to_owned(),
+    ]
+}
+
+#[tokio::test]
+async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
+    let client = register_client(&mut server.registry().await, "confidential", "", &["read"]).await;
+    let first = issue(&mut server.tokens().await, &client, "alice").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(BINARY)
+        .env("GATEWAY_LISTEN", &addr)
+        .env("GATEWAY_TOKEN_SERVICE", server.endpoint())
+        .env("GATEWAY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "trace")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("token-gateway starts");
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    wait_until_ready(&http, &base).await;
+
+    let mut secrets: Vec<String> = vec![client.client_secret.clone()];
+    secrets.extend(with_mac(&first.refresh_token));
+    secrets.extend(with_mac(&first.access_token));
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", client.client_id, client.client_secret));
+    secrets.push(basic.clone());
+    let form = |body: String| {
+        http.post(format!("{base}/oauth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+
+    // A refresh by Basic, the same by body credentials (a replay), then refusals that each
+    // carry a secret: a wrong secret, a repeated parameter, a tampered token.
+    let refresh = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        first.refresh_token
+    );
+    let reply = form(refresh.clone())
+        .header("authorization", format!("Basic {basic}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let second: serde_json::Value = reply.json().await.unwrap();
+    let second_rt = second["refresh_token"].as_str().unwrap().to_owned();
+    secrets.extend(with_mac(&second_rt));
+    secrets.extend(with_mac(second["access_token"].as_str().unwrap()));
+    let by_body = format!(
+        "{refresh}&client_id={}&client_secret={}",
+        client.client_id, client.client_secret
+    );
+    assert_eq!(form(by_body.clone()).send().await.unwrap().status(), 200);
+    let wrong_secret = format!("{}x", client.client_secret);
+    secrets.push(wrong_secret.clone());
+    let wrong = format!(
+        "{refresh}&client_id={}&client_secret={wrong_secret}",
+        client.client_id
+    );
+    assert_eq!(form(wrong).send().await.unwrap().status(), 401);
+    assert_eq!(
+        form(format!("{by_body}&refresh_token={second_rt}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let (head, last) = second_rt.split_at(second_rt.len() - 1);
+    let tampered = format!("{head}{}", if last == "A" { "Q" } else { "A" });
+    secrets.extend(with_mac(&tampered));
+    let tampered_body = format!(
+        "grant_type=refresh_token&refresh_token={tampered}&client_id={}&client_secret={}",
+        client.client_id, client.client_secret
+    );
+    assert_eq!(form(tampered_body).send().await.unwrap().status(), 400);
+
+    // Introspection and revocation.
+    let introspect = http
+        .post(format!("{base}/oauth/introspect"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Basic {basic}"))
+        .body(format!("token={second_rt}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(introspect.status(), 200);
+    let revoke = http
+        .post(format!("{base}/oauth/revoke"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Basic {basic}"))
+        .body(format!("token={second_rt}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 200);
+
+    // SIGTERM: the gateway drains and exits successfully.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdin(Stdio::null())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "token-gateway exited with {exit}");
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("token-gateway serving"),
+        "the log was not captured:\n{log}"
+    );
+    assert!(
+        log.contains("\"http.request\""),
+        "requests run in spans:\n{log}"
+    );
+    assert!(log.contains("TRACE"), "trace-level lines were logged");
+    assert!(
+        log.contains("token-gateway stopped"),
+        "no clean stop in the log"
+    );
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the log contains a secret ({} characters long)",
+            secret.len()
+        );
+    }
+    server.stop().await;
+}
