@@ -1,5 +1,6 @@
-# The token-server image: a release build on Debian bookworm, copied into distroless (glibc and
-# libgcc, no shell, no package manager), running as the non-root user 65532.
+# The token-server image (and, with --target token-gateway, the gateway's): a release build on
+# Debian bookworm, copied into distroless (glibc and libgcc, no shell, no package manager),
+# running as the non-root user 65532.
 #
 #   docker build -t token-server:dev .
 #   docker run --rm token-server:dev keygen > keyring        # a new signing key
@@ -28,23 +29,25 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p token-server \
- && install -D -m 0755 target/release/token-server /out/token-server
-# token-gateway (the HTTP gateway, `cargo build -p token-gateway`) goes here once it lands:
-# add `-p token-gateway` to the cargo build above and
-# `install -D -m 0755 target/release/token-gateway /out/token-gateway` after it.
+    cargo build --release --locked -p token-server -p token-gateway \
+ && install -D -m 0755 target/release/token-server /out/token-server \
+ && install -D -m 0755 target/release/token-gateway /out/token-gateway
 
-# ---- token-gateway (not yet) ---------------------------------------------------------------
-# The gateway gets its own runtime stage *above* the token-server stage, so that token-server
-# stays the default (last) target; build it with `docker build --target token-gateway .`:
-#
-# FROM ${RUNTIME_IMAGE} AS token-gateway
-# COPY --from=build /out/token-gateway /usr/local/bin/token-gateway
-# ENV GATEWAY_LISTEN=0.0.0.0:8080 \
-#     GATEWAY_TOKEN_SERVICE=http://token-server:50051
-# USER 65532:65532
-# EXPOSE 8080
-# ENTRYPOINT ["/usr/local/bin/token-gateway"]
+# ---- token-gateway -------------------------------------------------------------------------
+# The HTTP gateway has its own runtime stage *above* the token-server stage, so that
+# token-server stays the default (last) target; build it with
+# `docker build --target token-gateway -t token-gateway:dev .`.
+FROM ${RUNTIME_IMAGE} AS token-gateway
+LABEL org.opencontainers.image.title="token-gateway" \
+      org.opencontainers.image.description="OAuth2 HTTP front door (RFC 6749/7009/7662) for token-server" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /out/token-gateway /usr/local/bin/token-gateway
+ENV GATEWAY_LISTEN=0.0.0.0:8080 \
+    GATEWAY_TOKEN_SERVICE=http://token-server:50051 \
+    RUST_LOG=info
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/token-gateway"]
 
 # ---- token-server (default target) ---------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS token-server
