@@ -11,6 +11,7 @@
 
 pub mod fault_proxy;
 pub mod otlp;
+pub mod topology;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
