@@ -58,6 +58,18 @@ pub fn tools_python() -> PathBuf {
     python
 }
 
+/// Sends SIGTERM to `child` (a binary under test) and waits for it to exit, as an operator's
+/// `kill` or Kubernetes would stop it. Blocking: call it from `spawn_blocking` in async tests.
+pub fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdin(Stdio::null())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {} failed", child.id());
+    child.wait().expect("waiting for the child")
+}
+
 /// A redis-server child process on a free loopback port, with its own working directory.
 pub struct RedisServer {
     child: Child,

@@ -3,7 +3,7 @@
 //! successes and refusals of every kind, everything it logs is captured; at the end no token,
 //! MAC, client secret or `Authorization` value appears in the log.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -45,7 +45,7 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     let log_path = dir.path().join("gateway.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(BINARY)
+    let child = Command::new(BINARY)
         .env("GATEWAY_LISTEN", &addr)
         .env("GATEWAY_TOKEN_SERVICE", server.endpoint())
         .env("GATEWAY_LOG_FORMAT", "json")
@@ -136,15 +136,8 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     assert_eq!(revoke.status(), 200);
 
     // SIGTERM: the gateway drains and exits successfully.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .stdin(Stdio::null())
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
+    let exit = tokio::task::spawn_blocking(move || test_support::terminate(child))
         .await
-        .unwrap()
         .unwrap();
     assert!(exit.success(), "token-gateway exited with {exit}");
 

@@ -5,7 +5,7 @@
 //! OTLP, configured only by the standard `OTEL_*` variables, and logs JSON.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use test_support::otlp::OtlpReceiver;
@@ -97,7 +97,7 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     let addr = format!("127.0.0.1:{}", free_port());
     let log_path = dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(BINARY)
+    let child = Command::new(BINARY)
         .env("TOKEN_LISTEN", &addr)
         .env("TOKEN_REDIS_URL", redis.url())
         .env("TOKEN_KEYRING", &keyring)
@@ -207,16 +207,7 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     );
 
     // SIGTERM: the server drains and exits successfully.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .stdin(Stdio::null())
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = terminate(child).await;
     assert!(exit.success(), "token-server exited with {exit}");
 
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -247,17 +238,9 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
 
 /// SIGTERM, then the exit status.
 async fn terminate(child: std::process::Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .stdin(Stdio::null())
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let mut child = child;
-    tokio::task::spawn_blocking(move || child.wait())
+    tokio::task::spawn_blocking(move || test_support::terminate(child))
         .await
-        .unwrap()
-        .unwrap()
+        .expect("terminate panicked")
 }
 
 #[tokio::test]
