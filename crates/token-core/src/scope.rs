@@ -45,14 +45,15 @@ impl Scopes {
     }
 
     /// Reads the space-separated form written by [`Scopes::to_space_separated`].
-    pub fn from_space_separated(stored: &str) -> Self {
-        Self(
-            stored
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        )
+    /// `None` when there are more than the limit: the access-token scope mask has one bit per
+    /// scope, so a stored set beyond it is corrupt, never truncated.
+    pub fn from_space_separated(stored: &str) -> Option<Self> {
+        let scopes: BTreeSet<String> = stored
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (scopes.len() <= MAX_SCOPES).then_some(Self(scopes))
     }
 
     pub fn to_space_separated(&self) -> String {
@@ -126,7 +127,9 @@ mod tests {
     fn parse_sorts_and_deduplicates() {
         let s = Scopes::parse("scopes", &["write", "read", "write"]).unwrap();
         assert_eq!(s.to_space_separated(), "read write");
-        assert_eq!(Scopes::from_space_separated("read write"), s);
+        assert_eq!(Scopes::from_space_separated("read write"), Some(s));
+        let too_many: Vec<String> = (0..=MAX_SCOPES).map(|i| format!("s{i}")).collect();
+        assert_eq!(Scopes::from_space_separated(&too_many.join(" ")), None);
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub fn decode(record: &str) -> Result<FamilyState, StoreError> {
         }
     };
     let client_id = next("client id")?.to_owned();
-    let scopes = Scopes::from_space_separated(fields.next().unwrap_or(""));
+    let scopes = Scopes::from_space_separated(fields.next().unwrap_or(""))
+        .ok_or_else(|| corrupt("more scopes than a family may hold"))?;
     Ok(FamilyState {
         client_id,
         scopes,
@@ -110,5 +111,9 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
+        // One scope more than the access-token mask has bits: corrupt, not truncated.
+        let scopes: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
+        assert!(decode(&format!("1 2 k 3 a c {}", scopes.join(" "))).is_err());
+        assert!(decode(&format!("1 2 k 3 a c {}", scopes[..64].join(" "))).is_ok());
     }
 }

@@ -457,7 +457,8 @@ impl Store for RedisStore {
             client_id: client_id.to_owned(),
             name: text("n")?,
             client_type,
-            allowed_scopes: Scopes::from_space_separated(&text("sc")?),
+            allowed_scopes: Scopes::from_space_separated(&text("sc")?)
+                .ok_or_else(|| corrupt("client: too many scopes"))?,
             reuse_policy,
             secret_hash: text("h")?,
             created_at_ms: number(fields.get("ca"), "client: bad creation time")?,
@@ -523,7 +524,8 @@ fn parse_rotate_reply(reply: &[String]) -> Result<RotateOutcome, StoreError> {
             generation: number(Some(generation), "rotate: bad generation")?,
             rotated_at_ms: number(Some(rotated_at), "rotate: bad rotation time")?,
             key_id: key_id.clone(),
-            scopes: Scopes::from_space_separated(scopes),
+            scopes: Scopes::from_space_separated(scopes)
+                .ok_or_else(|| corrupt("rotate: too many scopes"))?,
             absolute_expiry_ms: number(Some(absolute_expiry), "rotate: bad expiry")?,
         },
     ))

@@ -71,15 +71,18 @@ pub fn optional_time_ms(
     let Some(time) = time else {
         return Ok(None);
     };
-    if time.seconds < 0 || !(0..1_000_000_000).contains(&time.nanos) {
-        return Err(Error::Malformed {
+    let ms = u64::try_from(time.seconds)
+        .ok()
+        .filter(|_| (0..1_000_000_000).contains(&time.nanos))
+        .and_then(|s| s.checked_mul(1000))
+        .and_then(|ms| ms.checked_add((time.nanos / 1_000_000) as u64));
+    match ms {
+        Some(ms) => Ok(Some(ms)),
+        None => Err(Error::Malformed {
             field,
             problem: "must be a valid time after 1970-01-01T00:00:00Z".into(),
-        });
+        }),
     }
-    Ok(Some(
-        (time.seconds as u64).saturating_mul(1000) + (time.nanos / 1_000_000) as u64,
-    ))
 }
 
 /// An optional duration field; negative or out-of-range nanoseconds is malformed.
@@ -147,5 +150,34 @@ pub fn event_summary(query: &SummaryQuery, summary: EventSummary) -> pb::Refresh
         outcomes,
         first_event: summary.first_event_ms.map(timestamp),
         last_event: summary.last_event_ms.map(timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_outside_the_millisecond_range_are_malformed_not_wrapped() {
+        let at = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert_eq!(
+            optional_time_ms("since", Some(&at(1, 500_000_000))).unwrap(),
+            Some(1_500)
+        );
+        assert_eq!(optional_time_ms("since", None).unwrap(), None);
+        for bad in [
+            at(-1, 0),
+            at(0, -1),
+            at(0, 1_000_000_000),
+            at(i64::MAX, 999_000_000),
+        ] {
+            assert!(
+                matches!(
+                    optional_time_ms("since", Some(&bad)),
+                    Err(Error::Malformed { field: "since", .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }
