@@ -9,7 +9,7 @@
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; sampling from `OTEL_TRACES_SAMPLER[_ARG]`, default
 //!   parent-based always-on). Trace ids are made either way, for logs and the audit, unless
 //!   `OTEL_SDK_DISABLED=true`.
-//! - [`propagation`]: `traceparent` in and out of HTTP and gRPC headers.
+//! - [`propagation`]: an incoming `traceparent` (HTTP or gRPC headers), and the current trace id.
 //! - [`metrics`]: a meter provider per service instance, read by a Prometheus text endpoint
 //!   and exported over OTLP when configured.
 //! - [`LogFormat`]: the two log formats.

@@ -4,9 +4,7 @@
 
 use std::fmt;
 
-use opentelemetry::trace::TraceContextExt as _;
 use tracing::{Event, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -28,16 +26,10 @@ impl<F> WithTraceIds<F> {
 
 /// The trace and span id of the current span, when it has a valid one.
 fn current_ids() -> Option<(String, String)> {
-    let span = tracing::Span::current();
-    if span.is_none() {
-        return None;
-    }
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context.is_valid().then(|| {
+    crate::propagation::current_span_context().map(|context| {
         (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
+            context.trace_id().to_string(),
+            context.span_id().to_string(),
         )
     })
 }

@@ -1,9 +1,10 @@
-//! W3C trace context (`traceparent`, `tracestate`) across process boundaries. gRPC metadata
-//! and HTTP headers are both an [`http::HeaderMap`] underneath (tonic's `MetadataMap` derefs
-//! to one with `as_ref`/`as_mut`), so one pair of functions serves both.
+//! W3C trace context (`traceparent`, `tracestate`) coming in, and the current trace id. gRPC
+//! metadata and HTTP headers are both an [`http::HeaderMap`] underneath (tonic's `MetadataMap`
+//! derefs to one with `as_ref`), so one function serves both. Outgoing context is injected by
+//! the SDK (`token-client`), which depends on the OpenTelemetry API only.
 
-use opentelemetry::trace::TraceContextExt as _;
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
+use opentelemetry_http::HeaderExtractor;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Makes `span` a child of the trace context in `headers`, when they carry one; otherwise
@@ -18,25 +19,19 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) 
     }
 }
 
-/// Writes the current span's trace context into `headers`, for a call to another service.
-pub fn inject_current(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut HeaderInjector(headers))
-    });
-}
-
 /// The current span's trace id as 32 hex digits, or empty when there is no valid trace.
 pub fn current_trace_id() -> String {
+    current_span_context()
+        .map(|context| context.trace_id().to_string())
+        .unwrap_or_default()
+}
+
+/// The OpenTelemetry context of the current span, when it has a valid one.
+pub(crate) fn current_span_context() -> Option<SpanContext> {
     let span = tracing::Span::current();
     if span.is_none() {
-        return String::new();
+        return None;
     }
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    if span_context.is_valid() {
-        span_context.trace_id().to_string()
-    } else {
-        String::new()
-    }
+    let context = span.context().span().span_context().clone();
+    context.is_valid().then_some(context)
 }
