@@ -17,14 +17,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use futures::future::join_all;
+
 use token_core::{Clock, Keyring, Lifetimes, SystemClock, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
 use token_server::{App, AppOptions};
-use token_store::{AuditConfig, AuditLog, RedisStore, StoreConfig};
+use token_store::{AuditConfig, AuditLog, RedisStore, ReplicaWait, StoreConfig};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Barrier, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -97,6 +99,7 @@ impl TestServer {
                 pool_size: options.pool_size,
                 timeout: options.redis_timeout,
                 key_prefix: options.key_prefix.clone(),
+                replica_wait: ReplicaWait::default_for(redis_url),
             },
             options.keyring.clone(),
             options.clock.clone(),
@@ -252,6 +255,36 @@ pub fn refresh_request(client: &TestClient, refresh_token: &str) -> pb::RefreshT
         refresh_token: refresh_token.to_owned(),
         scopes: vec![],
     }
+}
+
+/// Fires `parallel` refreshes of `token` at once, round-robin over `channels`; every one must
+/// succeed.
+pub async fn refresh_together(
+    channels: &[TokenServiceClient<Channel>],
+    client: &TestClient,
+    token: &str,
+    parallel: usize,
+) -> Vec<pb::TokenPair> {
+    let barrier = Arc::new(Barrier::new(parallel));
+    let calls = (0..parallel).map(|i| {
+        let mut channel = channels[i % channels.len()].clone();
+        let request = refresh_request(client, token);
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            channel.refresh_token_pair(request).await
+        })
+    });
+    join_all(calls)
+        .await
+        .into_iter()
+        .map(|joined| {
+            joined
+                .expect("caller task panicked")
+                .unwrap_or_else(|status| panic!("a storm refresh failed: {status:?}"))
+                .into_inner()
+        })
+        .collect()
 }
 
 /// Makes every Redis connection of the server exist and the rotate script loaded, so that the

@@ -141,6 +141,7 @@ impl Case {
             pool_size: 2,
             timeout: Duration::from_secs(5),
             key_prefix: prefix.clone(),
+            replica_wait: None,
         })
         .unwrap();
         let service = TokenService::new(

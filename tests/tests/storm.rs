@@ -3,15 +3,11 @@
 //! each round advances the family by exactly one generation, exactly one caller wins, and
 //! every caller receives the winner's pair byte for byte.
 
-use std::sync::Arc;
-
-use e2e::{RedisServer, ServerOptions, TestClient, TestServer, issue, refresh_request};
-use futures::future::join_all;
+use e2e::{RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together};
 use token_core::store::FamilyStatus;
 use token_core::{FamilyId, Store as _};
 use token_proto::v1 as pb;
 use token_proto::v1::token_service_client::TokenServiceClient;
-use tokio::sync::Barrier;
 use tonic::transport::Channel;
 
 /// HTTP/2 connections per server instance; callers share them, as services do.
@@ -85,36 +81,6 @@ async fn storm(parallel: usize, rounds: usize) {
     for server in servers {
         server.stop().await;
     }
-}
-
-/// Fires `parallel` refreshes of `token` at once, round-robin over `channels`; every one must
-/// succeed.
-async fn refresh_together(
-    channels: &[TokenServiceClient<Channel>],
-    client: &TestClient,
-    token: &str,
-    parallel: usize,
-) -> Vec<pb::TokenPair> {
-    let barrier = Arc::new(Barrier::new(parallel));
-    let calls = (0..parallel).map(|i| {
-        let mut channel = channels[i % channels.len()].clone();
-        let request = refresh_request(client, token);
-        let barrier = barrier.clone();
-        tokio::spawn(async move {
-            barrier.wait().await;
-            channel.refresh_token_pair(request).await
-        })
-    });
-    join_all(calls)
-        .await
-        .into_iter()
-        .map(|joined| {
-            joined
-                .expect("caller task panicked")
-                .unwrap_or_else(|status| panic!("a storm refresh failed: {status:?}"))
-                .into_inner()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

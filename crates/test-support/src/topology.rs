@@ -247,6 +247,34 @@ fn info(addr: SocketAddr, section: &[&str]) -> Result<String, String> {
     Ok(command(addr, section)?.text()?.to_owned())
 }
 
+/// Cuts `replicas` off from `primary`, so that writes from now on reach the primary alone (as
+/// the writes a crash loses do): each replica gets a wrong `masterauth`, so its reconnection
+/// handshake fails, and the primary drops its replica connections. Returns once every replica
+/// reports `master_link_status:down`.
+pub fn cut_replication(primary: SocketAddr, replicas: &[SocketAddr]) {
+    for &replica in replicas {
+        command(
+            replica,
+            &["CONFIG", "SET", "masterauth", "not-the-password"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    command(primary, &["CLIENT", "KILL", "TYPE", "replica"]).unwrap_or_else(|e| panic!("{e}"));
+    for &replica in replicas {
+        wait_until(
+            &format!("{replica} losing its link to {primary}"),
+            FAILOVER_TIMEOUT,
+            || {
+                let replication = info(replica, &["INFO", "replication"])?;
+                match info_field(&replication, "master_link_status") {
+                    Some("down") => Ok(()),
+                    status => Err(format!("master_link_status:{}", status.unwrap_or("?"))),
+                }
+            },
+        );
+    }
+}
+
 /// Polls `check` every [`POLL_INTERVAL`] until it succeeds, or panics after `timeout` with the
 /// last reason it gave.
 fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use telemetry::LogFormat;
 use token_core::Lifetimes;
-use token_store::{AuditConfig, StoreConfig};
+use token_store::{AuditConfig, ReplicaWait, StoreConfig};
 
 /// The command line of `token-server`.
 #[derive(Debug, Parser)]
@@ -41,7 +41,9 @@ pub struct Config {
     #[arg(long, env = "TOKEN_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Redis holding family and client state.
+    /// Redis holding family and client state: `redis://host:port` (one node),
+    /// `redis+sentinel://host:port,host:port/MASTER_NAME` (the primary the sentinels name) or
+    /// `redis+cluster://host:port,host:port` (a Redis Cluster).
     #[arg(
         long,
         env = "TOKEN_REDIS_URL",
@@ -82,6 +84,16 @@ pub struct Config {
     /// Redis connections in the pool (each multiplexed).
     #[arg(long, env = "TOKEN_REDIS_POOL_SIZE", default_value_t = 8)]
     pub redis_pool_size: usize,
+
+    /// Replicas a revocation waits for (WAIT) before it is answered. Default: 1 with
+    /// `redis+sentinel://` and `redis+cluster://`, 0 (no wait) for one node.
+    #[arg(long, env = "TOKEN_REDIS_WAIT_REPLICAS")]
+    pub redis_wait_replicas: Option<u32>,
+
+    /// The longest a revocation waits for replicas; past it, the revocation is answered
+    /// anyway and counted in `tokens_redis_wait_unmet_total`.
+    #[arg(long, env = "TOKEN_REDIS_WAIT_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub redis_wait_timeout: Duration,
 
     /// Prefix of every Redis key, so several deployments can share one Redis.
     #[arg(long, env = "TOKEN_KEY_PREFIX", default_value = "tok:")]
@@ -131,6 +143,8 @@ pub enum ConfigError {
     AbsoluteShorterThanIdle,
     #[error("--grace-period must be shorter than --refresh-idle-ttl")]
     GraceTooLong,
+    #[error("--redis-wait-timeout must be shorter than --redis-timeout")]
+    WaitTimeoutTooLong,
     #[error("{0} must be at most {1}")]
     TooLarge(&'static str, &'static str),
 }
@@ -168,6 +182,9 @@ impl Config {
         if self.max_concurrent_calls == 0 {
             return Err(ConfigError::Zero("--max-concurrent-calls"));
         }
+        if self.redis_wait_timeout >= self.redis_timeout {
+            return Err(ConfigError::WaitTimeoutTooLong);
+        }
         if self.refresh_absolute_ttl < self.refresh_idle_ttl {
             return Err(ConfigError::AbsoluteShorterThanIdle);
         }
@@ -192,7 +209,19 @@ impl Config {
             pool_size: self.redis_pool_size,
             timeout: self.redis_timeout,
             key_prefix: self.key_prefix.clone(),
+            replica_wait: self.replica_wait(),
         }
+    }
+
+    fn replica_wait(&self) -> Option<ReplicaWait> {
+        let default = ReplicaWait::default_for(&self.redis_url);
+        let replicas = self
+            .redis_wait_replicas
+            .unwrap_or(default.map_or(0, |wait| wait.replicas));
+        (replicas > 0 && !self.redis_wait_timeout.is_zero()).then_some(ReplicaWait {
+            replicas,
+            timeout: self.redis_wait_timeout,
+        })
     }
 
     pub fn audit(&self) -> AuditConfig {
@@ -249,6 +278,47 @@ mod tests {
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("token-server").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn revocations_wait_for_a_replica_only_where_replicas_exist() {
+        let wait = |args: &[&str]| {
+            let mut all = vec!["--keyring", "k"];
+            all.extend_from_slice(args);
+            let config = parse(&all).config;
+            config.validate().map(|()| config.store().replica_wait)
+        };
+        assert_eq!(wait(&[]).unwrap(), None);
+        let one = Some(ReplicaWait {
+            replicas: 1,
+            timeout: Duration::from_millis(250),
+        });
+        assert_eq!(
+            wait(&["--redis-url", "redis+sentinel://h:1/m"]).unwrap(),
+            one
+        );
+        assert_eq!(wait(&["--redis-url", "redis+cluster://h:1"]).unwrap(), one);
+        assert_eq!(
+            wait(&[
+                "--redis-url",
+                "redis+cluster://h:1",
+                "--redis-wait-replicas",
+                "0"
+            ])
+            .unwrap(),
+            None
+        );
+        assert_eq!(
+            wait(&["--redis-wait-replicas", "2", "--redis-wait-timeout", "50ms"]).unwrap(),
+            Some(ReplicaWait {
+                replicas: 2,
+                timeout: Duration::from_millis(50)
+            })
+        );
+        assert!(matches!(
+            wait(&["--redis-wait-timeout", "1s"]),
+            Err(ConfigError::WaitTimeoutTooLong)
+        ));
     }
 
     #[test]

@@ -5,11 +5,14 @@
 -- ARGV[3]: now, ms since the epoch
 -- Needs: prelude.lua (whole, int, decode_family, encode_family), prepended at load time.
 -- Returns: "revoked", "already_revoked", "not_found" or "client_mismatch".
+-- An already revoked record is written again unchanged: the caller's WAIT then covers the
+-- revocation even when this call is a retry of one whose reply (and replication) was lost.
 local now = whole(ARGV[3])
 if ARGV[1] == '' or not string.match(ARGV[2], '^[%w_%-]+$') or not now then
   return redis.error_reply('ERR revoke: invalid arguments')
 end
-local f = decode_family(redis.call('GET', KEYS[1]))
+local raw = redis.call('GET', KEYS[1])
+local f = decode_family(raw)
 if not f then
   return 'not_found'
 end
@@ -20,6 +23,7 @@ if f.c ~= ARGV[1] then
   return 'client_mismatch'
 end
 if f.st ~= 'a' then
+  redis.call('SET', KEYS[1], raw, 'KEEPTTL')
   return 'already_revoked'
 end
 -- KEEPTTL: the record must outlive every token that could still be presented.

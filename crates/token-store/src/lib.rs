@@ -4,7 +4,8 @@
 //! - [`keys`]: the key layout; every key of a family shares the hash tag `{family id}`.
 //! - [`family_record`]: the compact one-string form of a family, as the scripts write it.
 //! - [`scripts`]: the Lua scripts (one file per operation under `lua/`), loaded once.
-//! - [`redis_store`]: [`RedisStore`], the [`token_core::Store`] over a deadpool-redis pool,
+//! - [`connector`]: how Redis is reached (one node, Sentinel, Cluster), by the URL's form.
+//! - [`redis_store`]: [`RedisStore`], the [`token_core::Store`] over a deadpool pool,
 //!   with a timeout on every call, a client span per call, and errors sorted into
 //!   "unavailable" and "corrupt".
 //! - [`audit`]: [`AuditLog`], the per-client refresh audit in Redis Streams: a queue and a
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod connector;
 pub mod family_record;
 pub mod keys;
 mod metrics;
@@ -20,4 +22,5 @@ mod redis_store;
 pub mod scripts;
 
 pub use audit::{AuditConfig, AuditLog};
-pub use redis_store::{RedisStore, StoreConfig};
+pub use connector::Topology;
+pub use redis_store::{RedisStore, ReplicaWait, StoreConfig};

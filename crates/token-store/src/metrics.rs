@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use deadpool::managed::Pool;
+
+use crate::connector::Connector;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::noop::NoopMeterProvider;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, ObservableGauge};
@@ -38,6 +40,7 @@ impl Phase {
 pub(crate) struct StoreMetrics {
     connection_errors: Counter<u64>,
     wait: Histogram<f64>,
+    replica_wait_unmet: Counter<u64>,
     /// Kept so the pool's gauges live as long as the store.
     _pool_gauges: Option<[ObservableGauge<u64>; 2]>,
 }
@@ -49,7 +52,7 @@ impl StoreMetrics {
         Self::instruments(&meter, None)
     }
 
-    pub(crate) fn new(meter: &Meter, pool: Pool) -> Self {
+    pub(crate) fn new(meter: &Meter, pool: Pool<Connector>) -> Self {
         let in_use = pool.clone();
         let connections = meter
             .u64_observable_gauge("db.client.connection.count")
@@ -92,6 +95,14 @@ impl StoreMetrics {
                     0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
                 ])
                 .build(),
+            replica_wait_unmet: meter
+                .u64_counter("tokens.redis.wait.unmet")
+                .with_description(
+                    "Revocations that replicas did not confirm (WAIT) within the timeout: they \
+                     stand on the primary but a failover could undo them",
+                )
+                .with_unit("{revocation}")
+                .build(),
             _pool_gauges: pool_gauges,
         }
     }
@@ -104,6 +115,10 @@ impl StoreMetrics {
                 KeyValue::new("kind", kind),
             ],
         );
+    }
+
+    pub(crate) fn replica_wait_unmet(&self) {
+        self.replica_wait_unmet.add(1, &[]);
     }
 
     pub(crate) fn waited(&self, waited: Duration) {

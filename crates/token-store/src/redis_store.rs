@@ -6,12 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::io::tcp::TcpSettings;
-use deadpool_redis::redis::{
-    self, AsyncCommands as _, AsyncConnectionConfig, IntoConnectionInfo as _, RetryMethod,
-};
-use deadpool_redis::{Connection, Manager, Pool, Runtime};
+use deadpool::managed::{Object, Pool};
+use deadpool_redis::redis::{self, AsyncCommands as _, RetryMethod};
 use token_core::store::{
     Current, FamilyState, NewFamily, Reuse, RevokeOutcome, RotateOutcome, RotateRequest, Rotation,
 };
@@ -19,6 +15,7 @@ use token_core::{Client, FamilyId, Scopes, Store, StoreError};
 use tokio::sync::Mutex;
 use tracing::Instrument as _;
 
+use crate::connector::{Conn, Connector, Topology};
 use crate::family_record;
 use crate::keys::KeyLayout;
 use crate::metrics::{Phase, StoreMetrics};
@@ -77,6 +74,7 @@ pub(crate) mod ops {
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// `redis://`, `redis+sentinel://` or `redis+cluster://`: see [`crate::connector`].
     pub url: String,
     /// Connections in the pool; each is multiplexed, so a few carry many requests.
     pub pool_size: usize,
@@ -84,32 +82,71 @@ pub struct StoreConfig {
     /// every operation is safe to retry, so callers just get "unavailable".
     pub timeout: Duration,
     pub key_prefix: String,
+    /// How revocations wait for replicas (`WAIT`); `None` never waits.
+    pub replica_wait: Option<ReplicaWait>,
 }
 
-/// Family and client state in one Redis (single node).
+/// After a revocation, wait until this many replicas have it, at most this long. A
+/// revocation that only the primary had would be undone by a failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+impl ReplicaWait {
+    /// One replica within 250 ms where the topology has replicas (Sentinel, Cluster).
+    pub fn default_for(url: &str) -> Option<Self> {
+        let has_replicas =
+            url.starts_with("redis+sentinel://") || url.starts_with("redis+cluster://");
+        has_replicas.then_some(Self {
+            replicas: 1,
+            timeout: Duration::from_millis(250),
+        })
+    }
+}
+
+/// Connections beyond the shared lanes, for calls that need a connection of their own
+/// (a revocation followed by WAIT, which blocks its connection while it waits).
+const OWN_CONNECTIONS: usize = 4;
+
+/// Family and client state in Redis: one node, a Sentinel-managed primary, or a Cluster.
 #[derive(Clone)]
 pub struct RedisStore {
-    pool: Pool,
-    /// Connections taken from the pool once and shared by every call. deadpool-redis checks
-    /// each connection it hands out with an UNWATCH+PING round trip, which doubled the Redis
-    /// work of a refresh; a multiplexed connection serves any number of concurrent calls, so
-    /// calls share clones of these and go back to the pool only to replace a broken one.
-    lanes: Arc<[Mutex<Option<Connection>>]>,
+    pool: Pool<Connector>,
+    /// Connections taken from the pool once and shared by every call. A pool checks each
+    /// connection it hands out with a round trip, which doubled the Redis work of a refresh;
+    /// a multiplexed connection serves any number of concurrent calls, so calls share clones
+    /// of these and go back to the pool only to replace a broken one.
+    lanes: Arc<[Mutex<Option<Object<Connector>>>]>,
     /// Round-robin over `lanes`.
     next_lane: Arc<AtomicUsize>,
     keys: KeyLayout,
     timeout: Duration,
-    /// `host:port` of the Redis this store talks to, for spans and error events.
+    replica_wait: Option<ReplicaWait>,
+    topology: Topology,
+    /// What this store talks to, for spans and error events.
     peer: Arc<Peer>,
     metrics: StoreMetrics,
 }
 
 #[derive(Debug)]
 struct Peer {
+    /// `server.address`: the node's host, or the deployment (Sentinel, Cluster).
     address: String,
+    /// `server.port`: the node's port; 0 for Sentinel and Cluster, where it varies per call.
     port: u16,
-    /// `address:port`.
+    /// For logs: `host:port`, or the deployment and its seed addresses.
     name: String,
+}
+
+/// Which connection a call runs on.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// A shared lane (round robin).
+    Lane(usize),
+    /// A connection borrowed from the pool for this call alone.
+    OwnConnection,
 }
 
 impl RedisStore {
@@ -118,54 +155,45 @@ impl RedisStore {
         let invalid = |err: &dyn std::fmt::Display| {
             StoreError::Corrupt(format!("invalid Redis configuration: {err}"))
         };
-        // Small request/reply exchanges: without TCP_NODELAY, Nagle and delayed ACKs hold
-        // each reply back by up to 40 ms (redis-rs leaves it off by default).
-        let connection = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| invalid(&e))?
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let peer = match connection.addr() {
-            redis::ConnectionAddr::Tcp(host, port)
-            | redis::ConnectionAddr::TcpTls { host, port, .. } => Peer {
+        let connector = Connector::new(&config.url, config.timeout).map_err(|e| invalid(&e))?;
+        let topology = connector.topology();
+        let peer = match connector.node() {
+            Some((host, port)) => Peer {
                 address: host.clone(),
                 port: *port,
-                name: format!("{host}:{port}"),
+                name: connector.description().to_owned(),
             },
-            other => Peer {
-                address: other.to_string(),
+            None => Peer {
+                address: connector.description().to_owned(),
                 port: 0,
-                name: other.to_string(),
+                name: connector.description().to_owned(),
             },
         };
-        // redis-rs would otherwise cut every reply off at 500 ms and every connect at 1 s,
-        // whatever `timeout` says; `call` enforces `timeout` on the whole operation instead.
-        let connection_config = AsyncConnectionConfig::new()
-            .set_response_timeout(None)
-            .set_connection_timeout(Some(config.timeout));
-        let manager =
-            Manager::new_with_config(connection, connection_config).map_err(|e| invalid(&e))?;
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
+        let lanes = config.pool_size.max(1);
+        let pool = Pool::builder(connector)
+            .max_size(lanes + OWN_CONNECTIONS)
             .wait_timeout(Some(config.timeout))
             .create_timeout(Some(config.timeout))
             .recycle_timeout(Some(config.timeout))
-            .runtime(Runtime::Tokio1)
+            .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| invalid(&e))?;
-        let lanes = (0..config.pool_size.max(1))
-            .map(|_| Mutex::new(None))
-            .collect();
         Ok(Self {
             pool,
-            lanes,
+            lanes: (0..lanes).map(|_| Mutex::new(None)).collect(),
             next_lane: Arc::new(AtomicUsize::new(0)),
             keys: KeyLayout::new(config.key_prefix.clone()),
             timeout: config.timeout,
+            replica_wait: config.replica_wait,
+            topology,
             peer: Arc::new(peer),
             metrics: StoreMetrics::disabled(),
         })
+    }
+
+    /// Which kind of Redis deployment this store talks to.
+    pub fn topology(&self) -> Topology {
+        self.topology
     }
 
     /// Records connection errors, pool state and waits with `meter`'s instruments.
@@ -197,7 +225,66 @@ impl RedisStore {
     /// naming the peer and whether the request had been sent, logged, and counted.
     pub(crate) async fn call<T, F, Fut>(&self, operation: Operation, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        self.call_via(Via::Lane(lane), operation, op).await
+    }
+
+    /// Runs a revocation on a connection of its own and then, where replicas exist, waits
+    /// (WAIT) until they have it, bounded by [`ReplicaWait::timeout`]. WAIT blocks its
+    /// connection, so it must not run on a shared lane; a revocation that replicas did not
+    /// confirm in time still stands on the primary, and is counted and logged.
+    async fn call_durable<T, F, Fut>(
+        &self,
+        operation: Operation,
+        key: &str,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(wait) = self.replica_wait else {
+            return self.call(operation, op).await;
+        };
+        self.call_via(Via::OwnConnection, operation, |conn| async move {
+            let mut waiter = conn.clone();
+            let value = op(conn).await?;
+            match waiter
+                .wait_for_replicas(key, wait.replicas, wait.timeout)
+                .await
+            {
+                Ok(reached) if reached >= wait.replicas => {}
+                Ok(reached) => self.replica_wait_unmet(wait, &reached),
+                Err(err) => self.replica_wait_unmet(wait, &err),
+            }
+            Ok(value)
+        })
+        .await
+    }
+
+    fn replica_wait_unmet(&self, wait: ReplicaWait, outcome: &dyn std::fmt::Display) {
+        tracing::warn!(
+            peer = %self.peer.name,
+            replicas = wait.replicas,
+            timeout_ms = wait.timeout.as_millis() as u64,
+            outcome = %outcome,
+            "revocation not confirmed by replicas in time; it stands on the primary, \
+             a failover now could undo it"
+        );
+        self.metrics.replica_wait_unmet();
+    }
+
+    async fn call_via<T, F, Fut>(
+        &self,
+        via: Via,
+        operation: Operation,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let span = tracing::info_span!(
@@ -209,20 +296,31 @@ impl RedisStore {
             db.operation.name = operation.command,
             db.stored_procedure.name = operation.script,
             server.address = %self.peer.address,
-            server.port = self.peer.port,
+            server.port = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
-        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        if self.peer.port != 0 {
+            span.record("server.port", self.peer.port);
+        }
         // Set once a connection is in hand: from then on the request counts as sent.
         let sent = AtomicBool::new(false);
         let attempt = async {
-            let conn = self.lane_connection(lane).await?;
+            // An own connection stays borrowed until the operation is done, so nothing else
+            // runs on it meanwhile.
+            let mut own = None;
+            let conn = match via {
+                Via::Lane(lane) => self.lane_connection(lane).await?,
+                Via::OwnConnection => own.insert(self.pool_connection().await?).clone(),
+            };
             sent.store(true, Ordering::Relaxed);
             match op(conn).await {
                 Ok(value) => Ok(value),
                 Err(err) => {
-                    if err.is_unrecoverable_error() || err.is_timeout() {
-                        self.replace_lane(lane).await;
+                    if needs_new_connection(&err) {
+                        match via {
+                            Via::Lane(lane) => self.replace_lane(lane).await,
+                            Via::OwnConnection => drop(own.take().map(Object::take)),
+                        }
                     }
                     if is_connection_error(&err) {
                         self.connection_lost(Phase::AfterSend, "connection_lost", &err);
@@ -243,8 +341,11 @@ impl RedisStore {
                 let _entered = span.enter();
                 let timeout = format!("no reply within {:?}", self.timeout);
                 self.connection_lost(phase, "timeout", &timeout);
-                // A connection that let a call time out may be wedged: take a fresh one.
-                self.replace_lane(lane).await;
+                // A connection that let a call time out may be wedged: take a fresh one. (An
+                // own connection was dropped with the attempt; deadpool checks it on return.)
+                if let Via::Lane(lane) = via {
+                    self.replace_lane(lane).await;
+                }
                 Err(StoreError::Unavailable(timeout))
             }
         };
@@ -277,19 +378,22 @@ impl RedisStore {
     /// A clone of the lane's connection, taking one from the pool if the lane is empty. The
     /// lane stays locked while it is filled, so each lane holds at most one pool slot and the
     /// pool can never be drained by lanes waiting on each other.
-    async fn lane_connection(&self, lane: usize) -> Result<MultiplexedConnection, StoreError> {
+    async fn lane_connection(&self, lane: usize) -> Result<Conn, StoreError> {
         let waited = Instant::now();
         let mut slot = self.lanes[lane].lock().await;
         if slot.is_none() {
-            let fresh = self.pool.get().await.map_err(|err| {
-                self.connection_lost(Phase::BeforeSend, "connect_failed", &err);
-                StoreError::Unavailable(format!("no connection: {err}"))
-            })?;
-            *slot = Some(fresh);
+            *slot = Some(self.pool_connection().await?);
         }
         self.metrics.waited(waited.elapsed());
         let conn = slot.as_deref().expect("the lane was just filled");
         Ok(conn.clone())
+    }
+
+    async fn pool_connection(&self) -> Result<Object<Connector>, StoreError> {
+        self.pool.get().await.map_err(|err| {
+            self.connection_lost(Phase::BeforeSend, "connect_failed", &err);
+            StoreError::Unavailable(format!("no connection: {err}"))
+        })
     }
 
     /// Drops every shared connection, for when Redis is known to have gone away: connections
@@ -303,9 +407,19 @@ impl RedisStore {
     /// Drops the lane's connection from the pool for good; the next call gets a new one.
     async fn replace_lane(&self, lane: usize) {
         if let Some(conn) = self.lanes[lane].lock().await.take() {
-            drop(Connection::take(conn));
+            drop(Object::take(conn));
         }
     }
+}
+
+/// Whether the connection an error came from should be replaced: it is broken, timed out,
+/// or leads to a node that is no longer the primary (READONLY: a demoted primary after a
+/// Sentinel failover; a new connection asks the sentinels again).
+fn needs_new_connection(err: &redis::RedisError) -> bool {
+    err.is_unrecoverable_error()
+        || err.is_timeout()
+        || err.code() == Some("READONLY")
+        || err.to_string().contains("READONLY")
 }
 
 /// The connection failed under the request (dropped, reset, refused, timed out), as opposed to
@@ -372,7 +486,19 @@ impl Store for RedisStore {
                     .await
             })
             .await?;
-        parse_rotate_reply(&reply)
+        let outcome = parse_rotate_reply(&reply)?;
+        if outcome == RotateOutcome::Reused(Reuse::FamilyRevoked) && self.replica_wait.is_some() {
+            // The rotation ran on a shared lane, where WAIT must not block: re-assert the
+            // revocation on a connection of its own and wait for replicas there. A failure
+            // here leaves the family revoked on the primary; the refusal stands either way.
+            let confirmed = self
+                .revoke(req.family, req.client_id, "reuse", req.now_ms)
+                .await;
+            if let Err(err) = confirmed {
+                tracing::warn!(error = %err, "could not confirm a reuse revocation with replicas");
+            }
+        }
+        Ok(outcome)
     }
 
     async fn revoke(
@@ -382,9 +508,9 @@ impl Store for RedisStore {
         reason: &str,
         now_ms: u64,
     ) -> Result<RevokeOutcome, StoreError> {
-        let key = self.keys.family(family);
+        let key = &self.keys.family(family);
         let reply: String = self
-            .call(ops::REVOKE, |mut conn| async move {
+            .call_durable(ops::REVOKE, key, |mut conn| async move {
                 scripts::REVOKE
                     .key(key)
                     .arg(client_id)
@@ -484,9 +610,9 @@ impl Store for RedisStore {
     }
 
     async fn delete_client(&self, client_id: &str, now_ms: u64) -> Result<bool, StoreError> {
-        let key = self.keys.client(client_id);
+        let key = &self.keys.client(client_id);
         let deleted: i64 = self
-            .call(ops::DELETE_CLIENT, |mut conn| async move {
+            .call_durable(ops::DELETE_CLIENT, key, |mut conn| async move {
                 scripts::DELETE_CLIENT
                     .key(key)
                     .arg(now_ms)

@@ -58,6 +58,7 @@ impl Harness {
             pool_size: 2,
             timeout: Duration::from_secs(5),
             key_prefix: "s:".into(),
+            replica_wait: None,
         })?;
         let conn = redis::Client::open(redis.url())?
             .get_multiplexed_async_connection()
@@ -113,6 +114,20 @@ impl Harness {
         self.get(key)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no family record at {key}"))
+    }
+
+    /// How many SET commands Redis has run, scripts' included (`INFO commandstats`).
+    async fn set_calls(&mut self) -> anyhow::Result<u64> {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.conn)
+            .await?;
+        let calls = stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(Ok(0), str::parse)?;
+        Ok(calls)
     }
 
     /// The family at `key` as Rust decodes its record.
@@ -1212,11 +1227,15 @@ async fn revoke_twice_is_already_revoked_and_keeps_the_first_record() -> anyhow:
         ))
     );
 
+    // Written again unchanged (one SET, same record, same deadline), so that a WAIT after a
+    // retried revocation covers it.
+    let sets = h.set_calls().await?;
     assert_eq!(
         h.store.revoke(family, CLIENT, "admin", NOW + 2).await?,
         RevokeOutcome::AlreadyRevoked
     );
     assert_eq!(h.snapshot(&key).await?, before);
+    assert_eq!(h.set_calls().await?, sets + 1);
 
     // A family revoked by reuse detection keeps "reuse" as its reason.
     let reused = FamilyId::random();
