@@ -36,8 +36,13 @@ pids+=("$redis_pid")
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 (umask 077 && "$bin/token-server" keygen > "$work/keyring")
+# The benchmark registers its clients and issues its families as an operator.
+TOKEN_OPERATOR_CREDENTIAL=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
+export TOKEN_OPERATOR_CREDENTIAL
+printf '[[operator]]\nname = "token-bench"\nbearer_sha256 = "%s"\n' \
+  "$(printf '%s' "$TOKEN_OPERATOR_CREDENTIAL" | sha256sum | cut -d' ' -f1)" > "$work/operators.toml"
 RUST_LOG=warn "$bin/token-server" --listen "127.0.0.1:$grpc_port" \
-  --admin-listen "127.0.0.1:$admin_port" \
+  --admin-listen "127.0.0.1:$admin_port" --operator-policy "$work/operators.toml" \
   --redis-url "redis://127.0.0.1:$redis_port" --keyring "$work/keyring" &
 server_pid=$!
 pids+=("$server_pid")

@@ -2,20 +2,25 @@
 # grpcurl walk-through of the token service: register a client, start a token family,
 # refresh it, see a grace replay, introspect and revoke. `make run` prints this file; run it
 # as it is, or paste its lines. The server address comes from TOKEN_ADDR (default below).
+# Operator RPCs (ClientRegistry, IssueTokenPair, ListRefreshEvents, SummarizeRefreshEvents)
+# present the operator credential that `make run` created in .dev/operator-credential (or
+# TOKEN_OPERATOR_CREDENTIAL), which the server's operator policy names by its SHA-256.
 set -euo pipefail
 ADDR="${TOKEN_ADDR:-127.0.0.1:50051}"
+OPERATOR="${TOKEN_OPERATOR_CREDENTIAL:-$(cat "$(dirname "$0")/../.dev/operator-credential" 2>/dev/null || true)}"
+AS_OPERATOR=(-H "authorization: Bearer $OPERATOR")
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 grpcurl -plaintext "$ADDR" list
 grpcurl -plaintext "$ADDR" describe tokens.v1.TokenService
 
 # A public client (no secret) allowed the scopes read and write.
-CLIENT=$(grpcurl -plaintext -d '{"client_type":"public","allowed_scopes":["read","write"]}' \
+CLIENT=$(grpcurl -plaintext "${AS_OPERATOR[@]}" -d '{"client_type":"public","allowed_scopes":["read","write"]}' \
   "$ADDR" tokens.v1.ClientRegistry/CreateClient | json clientId)
 echo "client: $CLIENT"
 
 # The first pair of a new family for alice.
-RT=$(grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"subject\":\"alice\",\"scopes\":[\"read\"]}" \
+RT=$(grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$CLIENT\",\"subject\":\"alice\",\"scopes\":[\"read\"]}" \
   "$ADDR" tokens.v1.TokenService/IssueTokenPair | json refreshToken)
 
 # Refresh: a new pair. The same refresh again (a lost response, retried) replays that pair.
@@ -32,9 +37,9 @@ grpcurl -plaintext -emit-defaults -d "{\"token\":\"$RT\"}" "$ADDR" tokens.v1.Tok
 
 # The client's refresh audit, newest first (filter with "outcomes", "since", "until"), and its
 # outcome counts over the last hour.
-grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"page_size\":10}" \
+grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$CLIENT\",\"page_size\":10}" \
   "$ADDR" tokens.v1.TokenService/ListRefreshEvents
-grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"window\":\"3600s\"}" \
+grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$CLIENT\",\"window\":\"3600s\"}" \
   "$ADDR" tokens.v1.TokenService/SummarizeRefreshEvents
 
 grpcurl -plaintext "$ADDR" grpc.health.v1.Health/Check

@@ -36,6 +36,15 @@ if [ ! -f .dev/keyring ]; then
   echo "run: created a development keyring in .dev/keyring"
 fi
 
+mkdir -p .dev
+# Operator RPCs need a caller named in the operator policy: a development bearer credential.
+if [ ! -f .dev/operator-credential ]; then
+  (umask 077 && head -c 24 /dev/urandom | base64 | tr '+/' '-_' > .dev/operator-credential)
+  echo "run: created a development operator credential in .dev/operator-credential"
+fi
+printf '# Development policy written by scripts/run-dev.sh: the credential in .dev/operator-credential.\n[[operator]]\nname = "make-run"\nbearer_sha256 = "%s"\n' \
+  "$(tr -d '\n' < .dev/operator-credential | sha256sum | cut -d' ' -f1)" > .dev/operators.toml
+
 grpc_addr="${TOKEN_LISTEN:-127.0.0.1:50051}"
 gateway_addr="${GATEWAY_LISTEN:-127.0.0.1:8080}"
 cat <<MSG
@@ -62,4 +71,4 @@ GATEWAY_LISTEN="$gateway_addr" GATEWAY_TOKEN_SERVICE="http://$grpc_addr" \
   target/release/token-gateway &
 gateway_pid=$!
 trap 'kill "$gateway_pid" 2>/dev/null || true' EXIT
-target/release/token-server --keyring .dev/keyring
+target/release/token-server --keyring .dev/keyring --operator-policy .dev/operators.toml

@@ -44,12 +44,15 @@ trap 'rm -rf "$work"' EXIT
 if [ -z "$out" ]; then out="$work/rendered"; fi
 mkdir -p "$out"
 
-# Render a copy: the dev overlay generates its keyring Secret from a git-ignored file, which
+# Render a copy: the dev overlay generates its keyring Secret (and its operator policy) from
+# git-ignored files, the keyring's of which
 # may hold a developer's key or not exist. The copy gets a placeholder that is no key, so no
 # key ever lands in a rendering (and a missing file does not fail the check).
 cp -R deploy/kubernetes "$work/src"
 printf '# placeholder written by scripts/validate-manifests.sh; not a key\n' \
   >"$work/src/overlays/dev/keyring"
+printf '# placeholder written by scripts/validate-manifests.sh: names nobody\n' \
+  >"$work/src/overlays/dev/operators.toml"
 
 targets=(base)
 for dir in "$work"/src/overlays/*/; do

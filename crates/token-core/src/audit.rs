@@ -81,7 +81,8 @@ impl RefreshOutcome {
             | Error::InvalidScope(_)
             | Error::ClientExists(_)
             | Error::ClientNotFound(_)
-            | Error::PublicClient(_) => RefreshOutcome::Rejected,
+            | Error::PublicClient(_)
+            | Error::NotAuthorized(_) => RefreshOutcome::Rejected,
             Error::StoreUnavailable(_) | Error::Overloaded | Error::Internal(_) => {
                 RefreshOutcome::Unavailable
             }

@@ -52,6 +52,10 @@ pub enum Error {
     #[error("the service is overloaded; retry shortly")]
     Overloaded,
 
+    /// An operator RPC from a caller the operator policy does not name.
+    #[error("{0} is an operator RPC and this caller is not in the operator policy")]
+    NotAuthorized(&'static str),
+
     /// Too many failed authentications for this client; retry after the given time.
     #[error("too many failed client authentications; retry later")]
     RateLimited { retry_after: std::time::Duration },
@@ -89,6 +93,7 @@ impl Error {
             Error::StoreUnavailable(_) => "STORE_UNAVAILABLE",
             Error::Overloaded => "OVERLOADED",
             Error::RateLimited { .. } => "RATE_LIMITED",
+            Error::NotAuthorized(_) => "CALLER_NOT_AUTHORIZED",
             Error::ClientExists(_) => "CLIENT_EXISTS",
             Error::ClientNotFound(_) => "CLIENT_NOT_FOUND",
             Error::PublicClient(_) => "PUBLIC_CLIENT",

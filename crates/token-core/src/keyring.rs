@@ -106,6 +106,13 @@ impl Keyring {
         &self.signing
     }
 
+    /// Every key id, signing and verify-only, sorted.
+    pub fn key_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.macs.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub(crate) fn mac(&self, key_id: &str) -> Option<HmacSha256> {
         self.macs.get(key_id).cloned()
     }

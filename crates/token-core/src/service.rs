@@ -1,7 +1,7 @@
 //! The use cases. Each one validates all input first, checks MACs before any I/O, calls the
 //! store at most a few times, and returns domain types; the gRPC layer only translates.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::audit::{self, RefreshEvent, RefreshObserver, RefreshOutcome};
@@ -133,7 +133,9 @@ pub const REVOKED_BY_CLIENT: &str = "revoked_by_client";
 /// The token service's use cases over a store, a keyring and a clock.
 pub struct TokenService<S> {
     store: S,
-    keyring: Keyring,
+    /// Replaced whole when the keyring file changes ([`TokenService::replace_keyring`]); each
+    /// use takes the current one.
+    keyring: RwLock<Arc<Keyring>>,
     clock: Arc<dyn Clock>,
     lifetimes: Lifetimes,
     /// Off (TTL zero) unless [`TokenService::with_client_cache`] turns it on.
@@ -180,7 +182,7 @@ impl<S: Store> TokenService<S> {
     pub fn new(store: S, keyring: Keyring, clock: Arc<dyn Clock>, lifetimes: Lifetimes) -> Self {
         Self {
             store,
-            keyring,
+            keyring: RwLock::new(Arc::new(keyring)),
             clock,
             lifetimes,
             clients: ClientCache::new(Duration::ZERO),
@@ -188,6 +190,23 @@ impl<S: Store> TokenService<S> {
             failed_authentications: AuthThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURE_REFILL),
             observer: None,
         }
+    }
+
+    /// The keys in use now.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Uses `keyring` from now on: rotation without a restart. Calls already running finish
+    /// with the keys they started with.
+    pub fn replace_keyring(&self, keyring: Keyring) {
+        *self
+            .keyring
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(keyring);
     }
 
     /// Reports every refresh outcome to `observer`.
@@ -237,7 +256,7 @@ impl<S: Store> TokenService<S> {
             client_id: client.client_id.clone(),
             scopes,
             now_ms,
-            key_id: self.keyring.signing_key_id().to_owned(),
+            key_id: self.keyring().signing_key_id().to_owned(),
             absolute_expiry_ms: now_ms + millis(self.lifetimes.refresh_absolute_ttl),
             idle_ttl_ms: millis(self.lifetimes.refresh_idle_ttl),
         };
@@ -332,7 +351,7 @@ impl<S: Store> TokenService<S> {
         seen: &mut Seen,
     ) -> Result<TokenPair, Error> {
         let requested = Scopes::parse("scopes", req.scopes)?;
-        let Claims::Refresh(claims) = self.keyring.verify("refresh_token", req.refresh_token)?
+        let Claims::Refresh(claims) = self.keyring().verify("refresh_token", req.refresh_token)?
         else {
             return Err(Error::TokenInvalid);
         };
@@ -353,6 +372,7 @@ impl<S: Store> TokenService<S> {
         }
 
         let now_ms = self.clock.now_ms();
+        let keyring = self.keyring();
         let outcome = self
             .store
             .rotate(&RotateRequest {
@@ -362,7 +382,7 @@ impl<S: Store> TokenService<S> {
                 now_ms,
                 grace_ms: millis(self.lifetimes.grace),
                 idle_ttl_ms: millis(self.lifetimes.refresh_idle_ttl),
-                signing_key_id: self.keyring.signing_key_id(),
+                signing_key_id: keyring.signing_key_id(),
                 reuse_policy: client.reuse_policy,
             })
             .await?;
@@ -408,7 +428,7 @@ impl<S: Store> TokenService<S> {
             ));
         }
         let client = self.authenticate(req.client_id, req.client_secret).await?;
-        let claims = match self.keyring.verify("token", req.token) {
+        let claims = match self.keyring().verify("token", req.token) {
             Ok(claims) => claims,
             Err(Error::TokenInvalid) => return Ok(RevokeOutcome::NotFound),
             Err(err) => return Err(err),
@@ -449,7 +469,7 @@ impl<S: Store> TokenService<S> {
                 "is required when client_secret is set",
             ));
         }
-        let claims = match self.keyring.verify("token", req.token) {
+        let claims = match self.keyring().verify("token", req.token) {
             Ok(claims) => claims,
             Err(Error::TokenInvalid) => return Ok(None),
             Err(err) => return Err(err),
@@ -643,7 +663,7 @@ impl<S: Store> TokenService<S> {
             .min(current.absolute_expiry_ms);
         let refresh_expires_ms = (current.rotated_at_ms + millis(self.lifetimes.refresh_idle_ttl))
             .min(current.absolute_expiry_ms);
-        let access_token = self.keyring.mint_access(&AccessClaims {
+        let access_token = self.keyring().mint_access(&AccessClaims {
             family,
             generation: current.generation,
             issued_at_ms: current.rotated_at_ms,
@@ -652,7 +672,7 @@ impl<S: Store> TokenService<S> {
             key_id: current.key_id.clone(),
             subject: subject.to_owned(),
         })?;
-        let refresh_token = self.keyring.mint_refresh(&RefreshClaims {
+        let refresh_token = self.keyring().mint_refresh(&RefreshClaims {
             family,
             generation: current.generation,
             issued_at_ms: current.rotated_at_ms,

@@ -9,6 +9,8 @@ use telemetry::LogFormat;
 use token_core::Lifetimes;
 use token_store::{AuditConfig, ReplicaWait, StoreConfig};
 
+use crate::tls::TlsFiles;
+
 /// The command line of `token-server`.
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +57,11 @@ pub struct Config {
     /// lines `<key-id> <secret> <sign|verify>`, `#` starts a comment).
     #[arg(long, env = "TOKEN_KEYRING")]
     pub keyring: Option<PathBuf>,
+
+    /// How often the keyring file is re-read: add, promote and retire keys without a restart
+    /// (deploy/README.md, "Rotate the signing key").
+    #[arg(long, env = "TOKEN_KEYRING_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keyring_reload_interval: Duration,
 
     /// How long a retired refresh token's immediate successor is replayed; 0s turns it off.
     #[arg(long, env = "TOKEN_GRACE_PERIOD", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -125,6 +132,33 @@ pub struct Config {
     #[arg(long, env = "TOKEN_AUDIT_MAX_EVENTS", default_value_t = 10_000)]
     pub audit_max_events: u64,
 
+    /// PEM certificate chain for TLS on the gRPC port (with --tls-key); plaintext without.
+    /// Reloaded when the file changes.
+    #[arg(long, env = "TOKEN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TOKEN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: every client must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "TOKEN_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for a new certificate.
+    #[arg(long, env = "TOKEN_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// TOML file naming the callers allowed the operator RPCs (ClientRegistry, IssueTokenPair,
+    /// ListRefreshEvents, SummarizeRefreshEvents) by mTLS SAN or bearer credential hash.
+    /// Without it, operator RPCs are refused to everyone.
+    #[arg(long, env = "TOKEN_OPERATOR_POLICY")]
+    pub operator_policy: Option<PathBuf>,
+
+    /// Serve gRPC reflection (`--reflection false` to turn it off).
+    #[arg(long, env = "TOKEN_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reflection: bool,
+
     /// Log output: `pretty` or `json`. Verbosity comes from `RUST_LOG`.
     #[arg(long, env = "TOKEN_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
@@ -161,6 +195,8 @@ impl Config {
             ("--redis-timeout", self.redis_timeout),
             ("--health-interval", self.health_interval),
             ("--audit-retention", self.audit_retention),
+            ("--tls-reload-interval", self.tls_reload_interval),
+            ("--keyring-reload-interval", self.keyring_reload_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));
@@ -221,6 +257,15 @@ impl Config {
         (replicas > 0 && !self.redis_wait_timeout.is_zero()).then_some(ReplicaWait {
             replicas,
             timeout: self.redis_wait_timeout,
+        })
+    }
+
+    /// The TLS files, when TLS is configured.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
         })
     }
 

@@ -15,12 +15,16 @@
 
 pub mod admin;
 pub mod api;
+pub mod authz;
 pub mod config;
 pub mod health;
+pub mod limits;
 pub mod observe;
 pub mod overload;
+pub mod reload;
 pub mod rpc_trace;
 pub mod status;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +62,10 @@ pub enum ServerError {
     Store(#[from] token_core::StoreError),
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("TLS configuration")]
+    Tls(#[from] tls::TlsError),
+    #[error("operator policy")]
+    Policy(#[from] authz::PolicyError),
     #[error("gRPC transport failed")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -93,6 +101,14 @@ pub struct App {
     audit_writer: Option<Task>,
     /// Where to serve `/metrics`; none when `None`.
     pub admin_listener: Option<TcpListener>,
+    /// TLS on the gRPC port and how often its files are checked; plaintext when `None`.
+    tls: Option<(Arc<tls::ReloadingTls>, Duration)>,
+    /// Who may call the operator RPCs (nobody unless set).
+    operators: authz::OperatorPolicy,
+    /// Serve gRPC reflection (on by default).
+    reflection: bool,
+    /// The keyring file, re-read every interval so keys rotate without a restart.
+    keyring_file: Option<(Arc<reload::KeyringFile>, Duration)>,
 }
 
 impl App {
@@ -110,7 +126,12 @@ impl App {
             path: shown,
             source,
         })?;
-        Self::new(
+        let keyring_text = text;
+        let operators = match &config.operator_policy {
+            Some(path) => authz::OperatorPolicy::load(path)?,
+            None => authz::OperatorPolicy::deny_all(),
+        };
+        let mut app = Self::new(
             &config.store(),
             keyring,
             Arc::new(SystemClock),
@@ -122,7 +143,61 @@ impl App {
                 max_concurrent_calls: config.max_concurrent_calls,
                 audit: config.audit(),
             },
-        )
+        )?
+        .with_operator_policy(operators)
+        .with_reflection(config.reflection);
+        app = app.with_keyring_file(path, keyring_text, config.keyring_reload_interval);
+        if let Some(files) = config.tls_files() {
+            app = app.with_tls(tls::ReloadingTls::load(files)?, config.tls_reload_interval);
+        }
+        Ok(app)
+    }
+
+    /// How the app is exposed, for the startup log line.
+    pub fn describe_exposure(&self) -> String {
+        let transport = match &self.tls {
+            None => "plaintext",
+            Some((tls, _)) if tls.mutual() => "mTLS",
+            Some(_) => "TLS",
+        };
+        let operators = match self.operators.operators() {
+            None => "everyone (test setting)".to_owned(),
+            Some(0) => "nobody (no --operator-policy)".to_owned(),
+            Some(n) => format!("{n} operators in the policy"),
+        };
+        format!("{transport}; operator RPCs: {operators}")
+    }
+
+    /// Serves gRPC over TLS (mTLS when the files name a client CA), checking the files for
+    /// changes every `reload_interval`.
+    pub fn with_tls(mut self, tls: Arc<tls::ReloadingTls>, reload_interval: Duration) -> Self {
+        self.tls = Some((tls, reload_interval));
+        self
+    }
+
+    /// Re-reads the keyring at `path` every `interval`; `loaded` is the text the app's keyring
+    /// came from. New keys are used as soon as they load (see [`reload::KeyringFile`]).
+    pub fn with_keyring_file(
+        mut self,
+        path: std::path::PathBuf,
+        loaded: String,
+        interval: Duration,
+    ) -> Self {
+        let file = reload::KeyringFile::new(path, self.service.clone(), loaded);
+        self.keyring_file = Some((file, interval));
+        self
+    }
+
+    /// Who may call the operator RPCs; without this, nobody may.
+    pub fn with_operator_policy(mut self, policy: authz::OperatorPolicy) -> Self {
+        self.operators = policy;
+        self
+    }
+
+    /// Whether to serve gRPC reflection.
+    pub fn with_reflection(mut self, on: bool) -> Self {
+        self.reflection = on;
+        self
     }
 
     /// Serves `/metrics` on `listener` too.
@@ -158,6 +233,10 @@ impl App {
             audit,
             audit_writer: Some(Box::pin(audit_writer)),
             admin_listener: None,
+            tls: None,
+            operators: authz::OperatorPolicy::deny_all(),
+            reflection: true,
+            keyring_file: None,
         })
     }
 }
@@ -202,8 +281,20 @@ pub async fn run(
             .register_encoded_file_descriptor_set(token_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = if app.reflection {
+        (
+            Some(reflection().build_v1()?),
+            Some(reflection().build_v1alpha()?),
+        )
+    } else {
+        (None, None)
+    };
+    if app.operators.has_bearer_credentials() && app.tls.is_none() {
+        tracing::warn!(
+            "the operator policy names bearer credentials but the port is plaintext: \
+             anyone on the network path can read them; configure --tls-cert"
+        );
+    }
 
     let signal = {
         let stop_tx = stop_tx.clone();
@@ -216,10 +307,6 @@ pub async fn run(
         }
     };
 
-    // Replies are small and written in several frames: without TCP_NODELAY, Nagle and the
-    // peer's delayed ACK hold some of them back by 40 ms. (`Server::tcp_nodelay` only applies
-    // to listeners tonic binds itself.)
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let admin = app.admin_listener.take().map(|listener| {
         let mut stopped = stop_rx.clone();
         tokio::spawn(admin::serve(listener, app.metrics.clone(), async move {
@@ -227,25 +314,49 @@ pub async fn run(
         }))
     });
     let meter = app.metrics.meter(SERVICE_NAME);
-    let serve = Server::builder()
+    let router = Server::builder()
         .layer(rpc_trace::RpcTraceLayer::new(&meter))
+        .layer(authz::OperatorGateLayer::new(app.operators.clone()))
+        .layer(limits::OversizeAsMalformedLayer)
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(
-            app.limit
-                .wrap(TokenServiceServer::new(api::TokenServiceApi::new(
+            app.limit.wrap(
+                TokenServiceServer::new(api::TokenServiceApi::new(
                     app.service.clone(),
                     app.audit.clone(),
-                ))),
+                ))
+                .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
+            ),
         )
         .add_service(
-            app.limit
-                .wrap(ClientRegistryServer::new(api::ClientRegistryApi::new(
-                    app.service.clone(),
-                ))),
-        )
-        .serve_with_incoming_shutdown(incoming, signal);
+            app.limit.wrap(
+                ClientRegistryServer::new(api::ClientRegistryApi::new(app.service.clone()))
+                    .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
+            ),
+        );
+    let mut tls_watcher = None;
+    let keyring_watcher = app.keyring_file.as_ref().map(|(file, interval)| {
+        let file = file.clone();
+        reload::every(*interval, move || {
+            file.reload_if_changed();
+        })
+    });
+    let serve: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &app.tls {
+            Some((tls, reload_interval)) => {
+                tls_watcher = Some(tls.watch(*reload_interval));
+                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal))
+            }
+            None => {
+                // Replies are small and written in several frames: without TCP_NODELAY, Nagle
+                // and the peer's delayed ACK hold some of them back by 40 ms.
+                // (`Server::tcp_nodelay` only applies to listeners tonic binds itself.)
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+            }
+        };
 
     let mut stopped = stop_rx;
     let drain_deadline = async {
@@ -261,6 +372,9 @@ pub async fn run(
     };
     let _ = stop_tx.send(true);
     let _ = watcher.await;
+    for watcher in [tls_watcher, keyring_watcher].into_iter().flatten() {
+        watcher.abort();
+    }
     if let Some(admin) = admin {
         let _ = admin.await;
     }

@@ -35,6 +35,12 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config;
     let _telemetry = telemetry::init(token_server::SERVICE_NAME, config.log_format);
     let mut app = App::from_config(&config)?;
+    if config.operator_policy.is_none() {
+        tracing::warn!(
+            "no --operator-policy: operator RPCs (ClientRegistry, IssueTokenPair, \
+             ListRefreshEvents, SummarizeRefreshEvents) are refused to every caller"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -49,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         redis = %config.redis_url_redacted(),
         grace = ?config.grace_period,
+        exposure = %app.describe_exposure(),
         "token-server serving"
     );
     token_server::run(listener, app, shutdown_signal()).await?;

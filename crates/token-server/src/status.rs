@@ -65,6 +65,7 @@ pub fn classify(err: &Error) -> (Code, &'static str, &'static str) {
         Error::Overloaded | Error::RateLimited { .. } => {
             (Code::ResourceExhausted, "temporarily_unavailable")
         }
+        Error::NotAuthorized(_) => (Code::PermissionDenied, "access_denied"),
         Error::ClientExists(_) => (Code::AlreadyExists, "invalid_request"),
         Error::ClientNotFound(_) => (Code::NotFound, "invalid_request"),
         Error::PublicClient(_) => (Code::FailedPrecondition, "invalid_request"),

@@ -20,6 +20,27 @@ use tonic_health::pb::health_client::HealthClient;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-server");
 
+/// The operator credential these tests present (`authorization: Bearer ...`).
+const OPERATOR_CREDENTIAL: &str = "binary-test-operator-credential-1f8e2c";
+
+/// Writes an operator policy naming [`OPERATOR_CREDENTIAL`] by its SHA-256.
+fn operator_policy(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("operators.toml");
+    let policy = format!(
+        "[[operator]]\nname = \"binary test\"\nbearer_sha256 = \"{}\"\n",
+        token_server::authz::bearer_sha256_hex(OPERATOR_CREDENTIAL)
+    );
+    std::fs::write(&path, policy).unwrap();
+    path
+}
+
+/// Adds the operator's bearer credential to every call.
+fn as_operator(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let value = format!("Bearer {OPERATOR_CREDENTIAL}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
 /// Everything secret the workload saw, to be searched for in the log.
 #[derive(Default)]
 struct Secrets(Vec<String>);
@@ -101,6 +122,7 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
         .env("TOKEN_LISTEN", &addr)
         .env("TOKEN_REDIS_URL", redis.url())
         .env("TOKEN_KEYRING", &keyring)
+        .env("TOKEN_OPERATOR_POLICY", operator_policy(dir.path()))
         .env("TOKEN_GRACE_PERIOD", "60s")
         .env("TOKEN_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "trace")
@@ -111,10 +133,22 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
 
     let channel = connect(&addr).await;
     wait_until_serving(channel.clone()).await;
-    let mut registry = ClientRegistryClient::new(channel.clone());
-    let mut tokens = TokenServiceClient::new(channel);
+    // Without the operator's credential, the operator RPCs are refused.
+    let refused = ClientRegistryClient::new(channel.clone())
+        .create_client(pb::CreateClientRequest {
+            name: "intruder".to_owned(),
+            client_type: "public".to_owned(),
+            allowed_scopes: vec!["read".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("no operator credential");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator);
+    let mut tokens = TokenServiceClient::with_interceptor(channel, as_operator);
     let mut secrets = Secrets::default();
     secrets.0.push(key_secret);
+    secrets.0.push(OPERATOR_CREDENTIAL.to_owned());
 
     let created = registry
         .create_client(pb::CreateClientRequest {
@@ -258,6 +292,7 @@ async fn exports_traces_and_metrics_over_otlp_and_logs_json_lines_with_trace_ids
         .env("TOKEN_ADMIN_LISTEN", &admin)
         .env("TOKEN_REDIS_URL", redis.url())
         .env("TOKEN_KEYRING", &keyring)
+        .env("TOKEN_OPERATOR_POLICY", operator_policy(dir.path()))
         .env("TOKEN_LOG_FORMAT", "json")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
         .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
@@ -269,8 +304,8 @@ async fn exports_traces_and_metrics_over_otlp_and_logs_json_lines_with_trace_ids
         .expect("token-server starts");
     let channel = connect(&addr).await;
     wait_until_serving(channel.clone()).await;
-    let mut registry = ClientRegistryClient::new(channel.clone());
-    let mut tokens = TokenServiceClient::new(channel);
+    let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator);
+    let mut tokens = TokenServiceClient::with_interceptor(channel, as_operator);
     let created = registry
         .create_client(pb::CreateClientRequest {
             client_id: "otlp-check".to_owned(),
