@@ -94,6 +94,16 @@ impl Default for ServerOptions {
     }
 }
 
+/// A policy naming one operator by the bearer credential it presents, as `make run` and the
+/// benchmark set it up.
+pub fn bearer_policy(credential: &str) -> OperatorPolicy {
+    OperatorPolicy::parse(&format!(
+        "[[operator]]\nname = \"bearer\"\nbearer_sha256 = \"{}\"\n",
+        token_server::authz::bearer_sha256_hex(credential)
+    ))
+    .expect("a valid policy")
+}
+
 /// How often a test server checks its TLS and keyring files for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(100);
 

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use e2e::{RedisServer, ServerOptions, TestGateway, TestServer};
 use test_support::require_program;
 use token_client::ClientConfig;
-use token_server::authz::{OperatorPolicy, bearer_sha256_hex};
 
 #[tokio::test]
 async fn the_printed_grpcurl_examples_work() {
@@ -15,11 +14,7 @@ async fn the_printed_grpcurl_examples_work() {
     let redis = RedisServer::start();
     // As `make run` sets it up: operator RPCs only for the development credential.
     let credential = "examples-operator-credential";
-    let policy = OperatorPolicy::parse(&format!(
-        "[[operator]]\nname = \"make-run\"\nbearer_sha256 = \"{}\"\n",
-        bearer_sha256_hex(credential)
-    ))
-    .unwrap();
+    let policy = e2e::bearer_policy(credential);
     let server = TestServer::start(
         &redis.url(),
         ServerOptions {

@@ -14,7 +14,7 @@ use test_support::pki::{PemIdentity, TestCa};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
-use token_server::authz::{OperatorPolicy, bearer_sha256_hex};
+use token_server::authz::OperatorPolicy;
 use token_server::tls::TlsFiles;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -423,11 +423,7 @@ async fn operator_rpcs_refuse_callers_outside_the_policy_and_change_nothing() {
 async fn without_mtls_operators_present_a_bearer_credential() {
     let redis = RedisServer::start();
     let credential = "ops-credential-7f3a";
-    let policy = OperatorPolicy::parse(&format!(
-        "[[operator]]\nname = \"ci\"\nbearer_sha256 = \"{}\"\n",
-        bearer_sha256_hex(credential)
-    ))
-    .unwrap();
+    let policy = e2e::bearer_policy(credential);
     let server = TestServer::start(
         &redis.url(),
         ServerOptions {

@@ -5,7 +5,6 @@
 use std::process::Command;
 
 use e2e::{RedisServer, ServerOptions, TestServer};
-use token_server::authz::{OperatorPolicy, bearer_sha256_hex};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-bench");
 
@@ -35,11 +34,7 @@ fn bench(args: &[&str], mode: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_prints_its_line_without_errors() {
     let redis = RedisServer::start();
-    let policy = OperatorPolicy::parse(&format!(
-        "[[operator]]\nname = \"bench\"\nbearer_sha256 = \"{}\"\n",
-        bearer_sha256_hex(OPERATOR_CREDENTIAL)
-    ))
-    .unwrap();
+    let policy = e2e::bearer_policy(OPERATOR_CREDENTIAL);
     let server = TestServer::start(
         &redis.url(),
         ServerOptions {
