@@ -41,6 +41,17 @@ pub enum Topology {
 }
 
 impl Topology {
+    /// The topology a `--redis-url` names, by its scheme.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with(SENTINEL_SCHEME) {
+            Topology::Sentinel
+        } else if url.starts_with(CLUSTER_SCHEME) {
+            Topology::Cluster
+        } else {
+            Topology::SingleNode
+        }
+    }
+
     /// Whether the deployment has replicas that writes can be made to wait for.
     pub fn has_replicas(self) -> bool {
         !matches!(self, Topology::SingleNode)

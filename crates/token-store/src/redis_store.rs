@@ -97,9 +97,7 @@ pub struct ReplicaWait {
 impl ReplicaWait {
     /// One replica within 250 ms where the topology has replicas (Sentinel, Cluster).
     pub fn default_for(url: &str) -> Option<Self> {
-        let has_replicas =
-            url.starts_with("redis+sentinel://") || url.starts_with("redis+cluster://");
-        has_replicas.then_some(Self {
+        Topology::of_url(url).has_replicas().then_some(Self {
             replicas: 1,
             timeout: Duration::from_millis(250),
         })
