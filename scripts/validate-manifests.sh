@@ -83,8 +83,9 @@ versions = sys.argv[1].split()
 errors = []
 
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
-# Secrets created outside the manifests on purpose (deploy/README.md): the production keyring.
-EXTERNAL_SECRETS = {"token-keyring"}
+# Secrets created outside the manifests on purpose (deploy/README.md): the production keyring
+# and the TLS certificate cert-manager keeps.
+EXTERNAL_SECRETS = {"token-keyring", "token-server-tls"}
 
 
 def pod_template(obj):

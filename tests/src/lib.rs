@@ -67,6 +67,9 @@ pub struct ServerOptions {
     /// TLS on the gRPC port (plaintext when `None`), its files checked every 100 ms.
     pub tls: Option<TlsFiles>,
     pub reflection: bool,
+    /// Serve grpc.health.v1 alone on a second, plaintext loopback port too
+    /// ([`TestServer::health_addr`]).
+    pub health_listener: bool,
     /// Read the keyring from this file instead of [`ServerOptions::keyring`], and re-read it
     /// every [`RELOAD_INTERVAL`] as the binary does.
     pub keyring_file: Option<std::path::PathBuf>,
@@ -90,6 +93,7 @@ impl Default for ServerOptions {
             tls: None,
             reflection: true,
             keyring_file: None,
+            health_listener: false,
         }
     }
 }
@@ -116,6 +120,8 @@ pub struct TestServer {
     pub admin_addr: Option<SocketAddr>,
     /// The server's refresh audit, to flush before a test arms a fault.
     pub audit: AuditLog,
+    /// The plaintext health-only address, when [`ServerOptions::health_listener`] asked for one.
+    pub health_addr: Option<SocketAddr>,
     /// The server's TLS configuration, when [`ServerOptions::tls`] asked for one.
     pub tls: Option<Arc<ReloadingTls>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -174,6 +180,14 @@ impl TestServer {
             admin_addr = Some(admin.local_addr().expect("admin address"));
             app = app.with_admin_listener(admin);
         }
+        let mut health_addr = None;
+        if options.health_listener {
+            let health = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("cannot bind a loopback port");
+            health_addr = Some(health.local_addr().expect("health address"));
+            app = app.with_health_listener(health);
+        }
         // Bound before `run` starts, so clients may connect at once: the kernel queues them.
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -187,6 +201,7 @@ impl TestServer {
             addr,
             service,
             admin_addr,
+            health_addr,
             audit,
             tls,
             shutdown: Some(tx),

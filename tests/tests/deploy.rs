@@ -148,8 +148,26 @@ fn probes_use_grpc_health_on_the_grpc_port() {
             "{name}"
         );
         // Readiness is grpc.health.v1, which follows Redis: a pod cut off from Redis leaves the
-        // Service.
-        assert_eq!(container["readinessProbe"]["grpc"]["port"], 50051, "{name}");
+        // Service. With TLS on the gRPC port, the kubelet (which speaks no TLS) probes the
+        // plaintext health-only listener, which must be a named container port.
+        let env = config_env(objects);
+        let readiness_port = match env.get("TOKEN_HEALTH_LISTEN").map(String::as_str) {
+            None | Some("off") => {
+                assert!(
+                    !env.contains_key("TOKEN_TLS_CERT"),
+                    "{name}: TLS without a plaintext health port"
+                );
+                50051
+            }
+            Some(addr) => {
+                assert_eq!(named_port(container, "health"), port_of(addr), "{name}");
+                port_of(addr)
+            }
+        };
+        assert_eq!(
+            container["readinessProbe"]["grpc"]["port"], readiness_port,
+            "{name}"
+        );
         // Startup and liveness must not follow Redis, or a Redis outage restarts every pod.
         for probe in ["startupProbe", "livenessProbe"] {
             let probe_value = &container[probe];

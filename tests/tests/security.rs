@@ -102,10 +102,42 @@ async fn mtls_admits_only_clients_with_a_certificate_from_the_ca() {
         &redis.url(),
         ServerOptions {
             tls: Some(pki.files.clone()),
+            health_listener: true,
             ..ServerOptions::default()
         },
     )
     .await;
+
+    // Probes that speak no TLS (the kubelet's) use the plaintext health-only port, which
+    // serves nothing else.
+    let probe = Channel::from_shared(format!("http://{}", server.health_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // SERVING once the first Redis ping succeeds: follow the Watch stream until then.
+    let mut updates = HealthClient::new(probe.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health Watch on the probe port")
+        .into_inner();
+    while updates
+        .message()
+        .await
+        .unwrap()
+        .expect("health stream")
+        .status
+        != 1
+    {}
+    drop(updates);
+    assert_eq!(health(probe.clone()).await.unwrap(), 1);
+    let elsewhere = TokenServiceClient::new(probe)
+        .introspect_token(pb::IntrospectTokenRequest::default())
+        .await
+        .expect_err("the health port serves health only");
+    assert_eq!(elsewhere.code(), Code::Unimplemented);
 
     let good = pki.client(APP_ID);
     assert!(reaches(&server, &pki.ca, Some(&good)).await);

@@ -23,12 +23,11 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures::future::{Either, Ready, ready};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -351,12 +350,11 @@ pub struct OperatorGate<S> {
 impl<S, B> Service<http::Request<B>> for OperatorGate<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    /// No allocation per call: the inner call's future, or the refusal, ready.
+    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -364,14 +362,14 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let Some(rpc) = operator_rpc(request.uri().path()) else {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         };
         match self.policy.authorize(&Caller::of(&request), rpc) {
             Ok(operator) => {
                 if let Some(operator) = operator {
                     tracing::debug!(rpc, operator, "operator call");
                 }
-                Box::pin(self.inner.call(request))
+                Either::Left(self.inner.call(request))
             }
             Err(()) => {
                 tracing::warn!(
@@ -379,7 +377,7 @@ where
                     "operator RPC refused: caller not in the operator policy"
                 );
                 let status = crate::status::to_status(&token_core::Error::NotAuthorized(rpc));
-                Box::pin(std::future::ready(Ok(status.into_http())))
+                Either::Right(ready(Ok(status.into_http())))
             }
         }
     }

@@ -124,6 +124,11 @@ pub struct Config {
     #[arg(long, env = "TOKEN_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: OptionalAddr,
 
+    /// A second, plaintext listener serving only grpc.health.v1, for probes that cannot speak
+    /// TLS (the kubelet's gRPC probe) when the main port has --tls-cert; `off` for none.
+    #[arg(long, env = "TOKEN_HEALTH_LISTEN", default_value = "off")]
+    pub health_listen: OptionalAddr,
+
     /// How long refresh audit events are kept (`ListRefreshEvents`).
     #[arg(long, env = "TOKEN_AUDIT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub audit_retention: Duration,

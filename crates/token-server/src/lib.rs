@@ -101,6 +101,8 @@ pub struct App {
     audit_writer: Option<Task>,
     /// Where to serve `/metrics`; none when `None`.
     pub admin_listener: Option<TcpListener>,
+    /// Where to serve grpc.health.v1 alone, in plaintext; none when `None`.
+    health_listener: Option<TcpListener>,
     /// TLS on the gRPC port and how often its files are checked; plaintext when `None`.
     tls: Option<(Arc<tls::ReloadingTls>, Duration)>,
     /// Who may call the operator RPCs (nobody unless set).
@@ -200,6 +202,13 @@ impl App {
         self
     }
 
+    /// Serves grpc.health.v1 alone on `listener` too, in plaintext: for probes that cannot
+    /// speak TLS when the main port has it.
+    pub fn with_health_listener(mut self, listener: TcpListener) -> Self {
+        self.health_listener = Some(listener);
+        self
+    }
+
     /// Serves `/metrics` on `listener` too.
     pub fn with_admin_listener(mut self, listener: TcpListener) -> Self {
         self.admin_listener = Some(listener);
@@ -233,6 +242,7 @@ impl App {
             audit,
             audit_writer: Some(Box::pin(audit_writer)),
             admin_listener: None,
+            health_listener: None,
             tls: None,
             operators: authz::OperatorPolicy::deny_all(),
             reflection: true,
@@ -289,7 +299,10 @@ pub async fn run(
     } else {
         (None, None)
     };
-    if app.operators.has_bearer_credentials() && app.tls.is_none() {
+    let loopback = listener
+        .local_addr()
+        .is_ok_and(|addr| addr.ip().is_loopback());
+    if app.operators.has_bearer_credentials() && app.tls.is_none() && !loopback {
         tracing::warn!(
             "the operator policy names bearer credentials but the port is plaintext: \
              anyone on the network path can read them; configure --tls-cert"
@@ -312,6 +325,16 @@ pub async fn run(
         tokio::spawn(admin::serve(listener, app.metrics.clone(), async move {
             let _ = stopped.wait_for(|s| *s).await;
         }))
+    });
+    // Serves until the main server is done (aborted below), so probes see NOT_SERVING during
+    // the drain; not drained itself, since a Watch stream would hold it open forever.
+    let health_only = app.health_listener.take().map(|listener| {
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tokio::spawn(
+            Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming(incoming),
+        )
     });
     let meter = app.metrics.meter(SERVICE_NAME);
     let router = Server::builder()
@@ -377,6 +400,9 @@ pub async fn run(
     }
     if let Some(admin) = admin {
         let _ = admin.await;
+    }
+    if let Some(health_only) = health_only {
+        health_only.abort();
     }
     // The audit of the calls just drained, written before the process goes.
     if tokio::time::timeout(app.shutdown_timeout, app.audit.flush())

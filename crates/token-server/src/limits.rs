@@ -5,11 +5,10 @@
 //! oversize field: INVALID_ARGUMENT / MALFORMED_REQUEST (tonic itself would say OUT_OF_RANGE
 //! with no ErrorInfo).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tonic::Code;
+use futures::TryFutureExt as _;
+use futures::future::MapOk;
 use tower::{Layer, Service};
 
 /// The largest request message the token services decode.
@@ -36,32 +35,48 @@ pub struct OversizeAsMalformed<S> {
 impl<S, B> Service<http::Request<B>> for OversizeAsMalformed<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    /// No allocation per call: the inner future, its response looked at on the way out.
+    type Future = MapOk<S::Future, fn(S::Response) -> S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            // A refused decode is a trailers-only response: the status is in the headers.
-            let out_of_range = response.headers().get("grpc-status").is_some_and(|code| {
-                code.as_bytes() == (Code::OutOfRange as i32).to_string().as_bytes()
-            });
-            if !out_of_range {
-                return Ok(response);
-            }
-            let status = crate::status::to_status(&token_core::Error::Malformed {
-                field: "request",
-                problem: format!("the request message is larger than {MAX_REQUEST_BYTES} bytes"),
-            });
-            Ok(status.into_http())
-        })
+        self.inner.call(request).map_ok(malformed_if_oversize)
+    }
+}
+
+/// A refused decode is a trailers-only response: the status is in the headers.
+fn malformed_if_oversize(
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let out_of_range = response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == OUT_OF_RANGE.as_bytes());
+    if !out_of_range {
+        return response;
+    }
+    crate::status::to_status(&token_core::Error::Malformed {
+        field: "request",
+        problem: format!("the request message is larger than {MAX_REQUEST_BYTES} bytes"),
+    })
+    .into_http()
+}
+
+/// `grpc-status` of OUT_OF_RANGE.
+const OUT_OF_RANGE: &str = "11";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_is_grpc_status_11() {
+        assert_eq!(OUT_OF_RANGE, (tonic::Code::OutOfRange as i32).to_string());
     }
 }

@@ -51,6 +51,13 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(admin = %admin.local_addr()?, "metrics at http://{}/metrics", admin.local_addr()?);
         app = app.with_admin_listener(admin);
     }
+    if let Some(health) = config.health_listen.0 {
+        let health = TcpListener::bind(health)
+            .await
+            .with_context(|| format!("cannot listen on {health} (--health-listen)"))?;
+        tracing::info!(health = %health.local_addr()?, "grpc.health.v1 alone, plaintext");
+        app = app.with_health_listener(health);
+    }
     tracing::info!(
         listen = %listener.local_addr()?,
         redis = %config.redis_url_redacted(),
