@@ -335,6 +335,24 @@ pub async fn issue(
         .into_inner()
 }
 
+/// `SummarizeRefreshEvents` for `client_id` over the last hour.
+pub async fn last_hour_summary(
+    tokens: &mut TokenServiceClient<Channel>,
+    client_id: &str,
+) -> pb::RefreshEventSummary {
+    tokens
+        .summarize_refresh_events(pb::SummarizeRefreshEventsRequest {
+            client_id: client_id.to_owned(),
+            window: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+        })
+        .await
+        .expect("SummarizeRefreshEvents")
+        .into_inner()
+}
+
 /// The refresh request a client makes with `refresh_token`.
 pub fn refresh_request(client: &TestClient, refresh_token: &str) -> pb::RefreshTokenPairRequest {
     pb::RefreshTokenPairRequest {

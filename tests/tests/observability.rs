@@ -579,18 +579,7 @@ fn a_mixed_workload_is_reported_exactly_by_the_audit_and_the_prometheus_endpoint
         assert_eq!(ghost_stream, 0);
 
         // The summary counts the same outcomes.
-        let summary = tokens
-            .clone()
-            .summarize_refresh_events(pb::SummarizeRefreshEventsRequest {
-                client_id: alpha.client_id.clone(),
-                window: Some(prost_types::Duration {
-                    seconds: 3600,
-                    nanos: 0,
-                }),
-            })
-            .await
-            .expect("SummarizeRefreshEvents")
-            .into_inner();
+        let summary = e2e::last_hour_summary(&mut tokens.clone(), &alpha.client_id).await;
         let mut want_counts: HashMap<String, u64> = [
             "rotated",
             "replayed",

@@ -289,17 +289,7 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
         assert_eq!(state.status, FamilyStatus::Active);
     }
 
-    let summary = tokens
-        .summarize_refresh_events(pb::SummarizeRefreshEventsRequest {
-            client_id: client.client_id.clone(),
-            window: Some(prost_types::Duration {
-                seconds: 3600,
-                nanos: 0,
-            }),
-        })
-        .await
-        .expect("SummarizeRefreshEvents")
-        .into_inner();
+    let summary = e2e::last_hour_summary(&mut tokens, &client.client_id).await;
     let count = |outcome: &str| summary.outcomes.get(outcome).copied().unwrap_or(0);
     assert!(
         count("rolled_forward") >= PROBES as u64,
@@ -403,14 +393,11 @@ async fn revocations_wait_for_a_replica(deployment: Deployment) {
     tokens.revoke_token(revoke(&lonely)).await.expect("revoke");
     assert_eq!(wait_unmet(&server).await, 1);
     let family: FamilyId = lonely.family_id.parse().unwrap();
-    let state = server
-        .service
-        .store()
-        .family(family)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(state.status, FamilyStatus::Revoked { .. }));
+    let state = server.service.store().family(family).await.unwrap();
+    assert!(matches!(
+        state.unwrap().status,
+        FamilyStatus::Revoked { .. }
+    ));
     let refused = tokens
         .refresh_token_pair(refresh_request(&client, &lonely.refresh_token))
         .await
