@@ -7,6 +7,7 @@
 //! key is retired, and then is TOKEN_INVALID.
 
 use std::path::Path;
+use std::time::Duration;
 
 use e2e::load::RefreshLoad;
 use e2e::{RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together};
@@ -38,19 +39,22 @@ fn write_keyring(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Polls every server (a readiness condition, bounded) until its keyring is `signing` over
-/// exactly `ids`.
+/// Waits (bounded) until every server's keyring is `signing` over exactly `ids`, following
+/// each one's keyring replacements.
 async fn until_loaded(servers: &[TestServer], signing: &str, ids: &[&str]) {
-    for _ in 0..200 {
-        if servers.iter().all(|s| {
-            let keyring = s.service.keyring();
-            keyring.signing_key_id() == signing && keyring.key_ids() == ids
-        }) {
-            return;
-        }
-        tokio::time::sleep(e2e::RELOAD_INTERVAL).await;
+    for server in servers {
+        let mut keyring = server.service.watch_keyring();
+        let loaded = keyring.wait_for(|k| k.signing_key_id() == signing && k.key_ids() == ids);
+        tokio::time::timeout(Duration::from_secs(20), loaded)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} never loaded signing={signing} keys={ids:?}",
+                    server.addr
+                )
+            })
+            .expect("the service is alive");
     }
-    panic!("not every server loaded signing={signing} keys={ids:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

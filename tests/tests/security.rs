@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use deadpool_redis::redis;
 use e2e::{RedisServer, ServerOptions, TestClient, TestServer, refresh_request};
@@ -15,7 +16,7 @@ use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
 use token_server::authz::OperatorPolicy;
-use token_server::tls::TlsFiles;
+use token_server::tls::{Reloads, TlsFiles};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -536,15 +537,13 @@ fn rotate_server_cert(files: &TlsFiles, identity: &PemIdentity) {
     }
 }
 
-/// Polls (the condition, bounded) until a client trusting `ca` connects.
-async fn until_served_by(server: &TestServer, ca: &TestCa) {
-    for _ in 0..100 {
-        if reaches(server, ca, None).await {
-            return;
-        }
-        tokio::time::sleep(e2e::RELOAD_INTERVAL).await;
-    }
-    panic!("the server never presented the new certificate");
+/// Waits (bounded) until the server's reload counts satisfy `done`, following each reload.
+async fn until_reloaded(server: &TestServer, done: impl FnMut(&Reloads) -> bool) {
+    let mut reloads = server.tls.as_ref().expect("TLS is on").watch_reloads();
+    tokio::time::timeout(Duration::from_secs(20), reloads.wait_for(done))
+        .await
+        .expect("the server never reloaded its TLS files")
+        .expect("the server is alive");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,7 +564,13 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
 
     let next_ca = TestCa::new("next CA");
     rotate_server_cert(&pki.files, &next_ca.server());
-    until_served_by(&server, &next_ca).await;
+    // (A check between the two renames sees the new certificate with the old key and refuses
+    // it; the next one loads both.)
+    until_reloaded(&server, |r| r.loaded >= 1).await;
+    assert!(
+        reaches(&server, &next_ca, None).await,
+        "new certificate not served"
+    );
     assert!(
         !reaches(&server, &pki.ca, None).await,
         "old certificate still served"
@@ -574,15 +579,15 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
 
     // A broken update (a key that does not match) is refused; the last good one stays.
     let unrelated = TestCa::new("unrelated").server();
+    let refused = server
+        .tls
+        .as_ref()
+        .unwrap()
+        .watch_reloads()
+        .borrow()
+        .refused;
     std::fs::write(&pki.files.key, &unrelated.key).unwrap();
-    let tls = server.tls.clone().expect("TLS is on");
-    for _ in 0..100 {
-        if tls.failed_reloads() > 0 {
-            break;
-        }
-        tokio::time::sleep(e2e::RELOAD_INTERVAL).await;
-    }
-    assert!(tls.failed_reloads() > 0, "the broken update was never seen");
+    until_reloaded(&server, |r| r.refused > refused).await;
     assert!(reaches(&server, &next_ca, None).await);
     server.stop().await;
 }

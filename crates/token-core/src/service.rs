@@ -1,8 +1,10 @@
 //! The use cases. Each one validates all input first, checks MACs before any I/O, calls the
 //! store at most a few times, and returns domain types; the gRPC layer only translates.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::audit::{self, RefreshEvent, RefreshObserver, RefreshOutcome};
 use crate::auth_throttle::AuthThrottle;
@@ -134,8 +136,8 @@ pub const REVOKED_BY_CLIENT: &str = "revoked_by_client";
 pub struct TokenService<S> {
     store: S,
     /// Replaced whole when the keyring file changes ([`TokenService::replace_keyring`]); each
-    /// use takes the current one.
-    keyring: RwLock<Arc<Keyring>>,
+    /// use takes the current one. A watch channel: the current value and its changes in one.
+    keyring: watch::Sender<Arc<Keyring>>,
     clock: Arc<dyn Clock>,
     lifetimes: Lifetimes,
     /// Off (TTL zero) unless [`TokenService::with_client_cache`] turns it on.
@@ -182,7 +184,7 @@ impl<S: Store> TokenService<S> {
     pub fn new(store: S, keyring: Keyring, clock: Arc<dyn Clock>, lifetimes: Lifetimes) -> Self {
         Self {
             store,
-            keyring: RwLock::new(Arc::new(keyring)),
+            keyring: watch::Sender::new(Arc::new(keyring)),
             clock,
             lifetimes,
             clients: ClientCache::new(Duration::ZERO),
@@ -194,19 +196,18 @@ impl<S: Store> TokenService<S> {
 
     /// The keys in use now.
     pub fn keyring(&self) -> Arc<Keyring> {
-        self.keyring
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.keyring.borrow().clone()
+    }
+
+    /// The keyring now and every replacement from here on.
+    pub fn watch_keyring(&self) -> watch::Receiver<Arc<Keyring>> {
+        self.keyring.subscribe()
     }
 
     /// Uses `keyring` from now on: rotation without a restart. Calls already running finish
     /// with the keys they started with.
     pub fn replace_keyring(&self, keyring: Keyring) {
-        *self
-            .keyring
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(keyring);
+        self.keyring.send_replace(Arc::new(keyring));
     }
 
     /// Reports every refresh outcome to `observer`.

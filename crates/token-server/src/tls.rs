@@ -8,13 +8,12 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::Stream;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
@@ -58,8 +57,18 @@ pub enum TlsError {
 pub struct ReloadingTls {
     files: TlsFiles,
     current: RwLock<Loaded>,
-    /// Updates seen but refused (unreadable, invalid, or a key not matching the certificate).
-    failed_reloads: AtomicU64,
+    /// How many changed file sets were loaded and refused so far, announced to watchers.
+    reloads: watch::Sender<Reloads>,
+}
+
+/// Counts of [`ReloadingTls::reload_if_changed`] outcomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reloads {
+    /// Changed files that made a valid configuration, now used for new connections.
+    pub loaded: u64,
+    /// Changed files refused (unreadable, invalid, a key not matching the certificate); the
+    /// configuration before them stays.
+    pub refused: u64,
 }
 
 struct Loaded {
@@ -76,13 +85,13 @@ impl ReloadingTls {
         Ok(Arc::new(Self {
             files,
             current: RwLock::new(Loaded { contents, acceptor }),
-            failed_reloads: AtomicU64::new(0),
+            reloads: watch::Sender::new(Reloads::default()),
         }))
     }
 
-    /// How many changed file sets were refused, keeping the loaded configuration.
-    pub fn failed_reloads(&self) -> u64 {
-        self.failed_reloads.load(Ordering::Relaxed)
+    /// The reload counts now and every change from here on.
+    pub fn watch_reloads(&self) -> watch::Receiver<Reloads> {
+        self.reloads.subscribe()
     }
 
     pub fn mutual(&self) -> bool {
@@ -105,7 +114,7 @@ impl ReloadingTls {
             Ok(contents) => contents,
             Err(err) => {
                 tracing::error!(error = %err, "TLS files unreadable; keeping the loaded certificate");
-                self.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                self.reloads.send_modify(|r| r.refused += 1);
                 return false;
             }
         };
@@ -126,11 +135,12 @@ impl ReloadingTls {
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) =
                     Loaded { contents, acceptor };
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+                self.reloads.send_modify(|r| r.loaded += 1);
                 true
             }
             Err(err) => {
                 tracing::error!(error = %err, "new TLS files are invalid; keeping the loaded certificate");
-                self.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                self.reloads.send_modify(|r| r.refused += 1);
                 false
             }
         }
