@@ -3,9 +3,15 @@
 //! `oauth_error` of the contract (DESIGN.md, the reasons table), never echoes the secret or
 //! token it carried, and changes no state.
 //!
-//! "No state change" is shown three ways: the family read from the store is identical before
-//! and after, Redis holds the same number of keys (so no family or client was created), and
-//! the legitimate current refresh token still rotates normally afterwards.
+//! Cases of one shape are tables. [`ROWS`] holds the token service's: each row starts from a
+//! valid baseline request ([`Call`]), changes one [`Slot`] to one [`Input`] and expects one
+//! answer ([`Expect`]). The operator cases are a table of whole requests. A case that needs
+//! state set up first (another keyring, a revoked family, a rotated secret, a deleted client)
+//! is a test of its own.
+//!
+//! "No state change" is shown three ways: the families read from the store are identical
+//! before and after, Redis holds the same number of keys (so no family or client was created),
+//! and the legitimate current refresh token still rotates normally afterwards.
 
 use e2e::{
     RedisServer, ServerOptions, TestClient, TestServer, issue, oauth_error, reason,
@@ -20,8 +26,442 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
+use Call::*;
+use Expect::*;
+use Fam::*;
+use Input::*;
+use Slot::*;
+
 /// What every test client may be granted.
 const ALLOWED_SCOPES: &[&str] = &["read", "write"];
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+/// One case: its name, the baseline it starts from, the slot it changes, what it puts there,
+/// and the contract's answer.
+type Row = (&'static str, Call, Slot, Input, Expect);
+
+/// The token service's bad requests. After each row the [`Cast`]'s families are unchanged,
+/// and the row's family still introspects as active and rotates normally.
+#[rustfmt::skip]
+const ROWS: &[Row] = &[
+    // (case,
+    //  baseline           slot           input                     answer)
+
+    // Garbled refresh tokens: the MAC check refuses them before Redis is asked.
+    ("not a token at all",
+        Refresh(Main),     Token,         Text("not-a-token"),      TOKEN_INVALID),
+    ("right shape, not base64 payloads",
+        Refresh(Main),     Token,         Text("rt1.x.y"),          TOKEN_INVALID),
+    ("real refresh token with one MAC character changed",
+        Refresh(Main),     Token,         AlteredRefreshToken,      TOKEN_INVALID),
+    ("access token as refresh_token",
+        Refresh(Main),     Token,         AccessToken,              TOKEN_INVALID),
+    // The intruder authenticates correctly; only the token is not theirs.
+    ("another client's token",
+        Refresh(Main),     Caller,        AsOther,                  CLIENT_MISMATCH),
+    // Failed client authentication.
+    ("another client's valid secret",
+        Refresh(Main),     ClientSecret,  OthersSecret,             INVALID_CLIENT),
+    ("empty secret for a confidential client",
+        Refresh(Main),     ClientSecret,  Text(""),                 INVALID_CLIENT),
+    ("a secret for a public client",
+        Refresh(Public),   ClientSecret,  OthersSecret,             INVALID_CLIENT),
+    ("unknown client id",
+        Refresh(Main),     ClientId,      Text("no-such-client"),   INVALID_CLIENT),
+    // Oversize and empty fields fail validation before any I/O, naming the field.
+    ("refresh: client_id of 129 characters",
+        Refresh(Main),     ClientId,      Repeat("c", 129),         Malformed("client_id")),
+    ("issue: client_id of 129 characters",
+        Issue,             ClientId,      Repeat("c", 129),         Malformed("client_id")),
+    ("issue: subject of 257 characters",
+        Issue,             Subject,       Repeat("u", 257),         Malformed("subject")),
+    ("refresh: refresh_token of 1025 characters",
+        Refresh(Main),     Token,         Repeat("t", 1025),        Malformed("refresh_token")),
+    ("refresh: client_secret of 257 characters",
+        Refresh(Main),     ClientSecret,  Repeat("s", 257),         Malformed("client_secret")),
+    ("refresh: 65 scopes",
+        Refresh(Main),     Scopes,        NumberedScopes(65),       Malformed("scopes")),
+    ("issue: 65 scopes",
+        Issue,             Scopes,        NumberedScopes(65),       Malformed("scopes")),
+    ("refresh: empty client_id",
+        Refresh(Main),     ClientId,      Text(""),                 Malformed("client_id")),
+    ("issue: empty client_id",
+        Issue,             ClientId,      Text(""),                 Malformed("client_id")),
+    ("refresh: empty refresh_token",
+        Refresh(Main),     Token,         Text(""),                 Malformed("refresh_token")),
+    ("issue: empty subject",
+        Issue,             Subject,       Text(""),                 Malformed("subject")),
+    // Under the message bound the field's own limit answers, naming the field; over it the
+    // message is refused before decoding, as a malformed request.
+    ("refresh_token of 60 KiB",
+        Refresh(Main),     Token,         Repeat("t", 60 * KIB),    Malformed("refresh_token")),
+    ("refresh_token of 100 KiB",
+        Refresh(Main),     Token,         Repeat("t", 100 * KIB),   Malformed("request")),
+    ("refresh_token of 5 MiB",
+        Refresh(Main),     Token,         Repeat("t", 5 * MIB),     Malformed("request")),
+    // "write" is allowed for the client but was not granted to the read-only family; "admin"
+    // is allowed for no one, so issuing it creates no family either.
+    ("refresh asking for [\"read\", \"write\"]",
+        Refresh(ReadOnly), Scopes,        List(&["read", "write"]), INVALID_SCOPE),
+    ("refresh asking for [\"read\", \"admin\"]",
+        Refresh(ReadOnly), Scopes,        List(&["read", "admin"]), INVALID_SCOPE),
+    ("issue beyond the allowed scopes",
+        Issue,             Scopes,        List(&["read", "admin"]), INVALID_SCOPE),
+    // RFC 7009: a token the server does not recognise is not an error, and must not touch
+    // the family it claims to belong to.
+    ("revoke: not a token at all",
+        Revoke,            Token,         Text("not-a-token"),      Unrecognised),
+    ("revoke: refresh token with one MAC character changed",
+        Revoke,            Token,         AlteredRefreshToken,      Unrecognised),
+    ("revoke: access token with one MAC character changed",
+        Revoke,            Token,         AlteredAccessToken,       Unrecognised),
+    ("token_type_hint id_token",
+        Revoke,            TokenTypeHint, Text("id_token"),         Malformed("token_type_hint")),
+    ("another client's refresh token",
+        Revoke,            Caller,        AsOther,                  CLIENT_MISMATCH),
+    ("another client's access token",
+        RevokeAccess,      Caller,        AsOther,                  CLIENT_MISMATCH),
+    // RFC 7662: an unrecognised token is inactive, with every other field empty.
+    ("introspect: not a token at all",
+        Introspect,        Token,         Text("not-a-token"),      Unrecognised),
+    ("introspect: right shape, not base64 payloads",
+        Introspect,        Token,         Text("at1.x.y"),          Unrecognised),
+    ("introspect: access token with one MAC character changed",
+        Introspect,        Token,         AlteredAccessToken,       Unrecognised),
+    ("introspect: refresh token with one MAC character changed",
+        Introspect,        Token,         AlteredRefreshToken,      Unrecognised),
+    ("introspect an empty token",
+        Introspect,        Token,         Text(""),                 Malformed("token")),
+    // A caller that names itself must authenticate as a confidential client, and is checked
+    // before the token: an unauthenticated caller learns nothing.
+    ("introspection caller: wrong secret",
+        IntrospectAsOther, ClientSecret,  Text("not-the-secret"),   INVALID_CLIENT),
+    ("introspection caller: no secret",
+        IntrospectAsOther, ClientSecret,  Text(""),                 INVALID_CLIENT),
+    ("introspection caller: a public client",
+        IntrospectAsOther, Caller,        AsPublic,                 INVALID_CLIENT),
+    ("introspection caller: unknown client",
+        IntrospectAsOther, Caller,        AsUnknown,                INVALID_CLIENT),
+    ("introspection caller: a secret without a client id",
+        IntrospectAsOther, ClientId,      Text(""),                 Malformed("client_id")),
+];
+
+/// The families of the [`Cast`]; each row's baseline names one.
+#[derive(Clone, Copy, Debug)]
+enum Fam {
+    /// The owner's, granted every allowed scope.
+    Main,
+    /// The owner's, granted "read" alone.
+    ReadOnly,
+    /// The public client's.
+    Public,
+}
+
+/// The valid request a row starts from.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// IssueTokenPair for the owner, subject "subject-2", no scopes asked (all allowed ones).
+    Issue,
+    /// RefreshTokenPair of the family's current refresh token, by the family's client.
+    Refresh(Fam),
+    /// RevokeToken of the main family's current refresh token by the owner, with no hint.
+    Revoke,
+    /// The same for the main family's current access token.
+    RevokeAccess,
+    /// IntrospectToken of the main family's current access token, naming no caller.
+    Introspect,
+    /// The same, by the other client authenticated as a resource server.
+    IntrospectAsOther,
+}
+
+/// The field of the baseline a row changes.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    ClientId,
+    ClientSecret,
+    /// `client_id` and `client_secret` together: another caller, correctly authenticated.
+    Caller,
+    Subject,
+    /// `refresh_token` of a refresh, `token` of a revocation or introspection.
+    Token,
+    Scopes,
+    TokenTypeHint,
+}
+
+/// What a row puts in its slot; tokens are the row's family's current ones.
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    Text(&'static str),
+    /// The text repeated this many times.
+    Repeat(&'static str, usize),
+    /// Scopes, as named.
+    List(&'static [&'static str]),
+    /// Scopes "s0", "s1", ... of this count.
+    NumberedScopes(usize),
+    AccessToken,
+    AlteredRefreshToken,
+    AlteredAccessToken,
+    /// The other client's valid secret.
+    OthersSecret,
+    /// The other client's id and secret.
+    AsOther,
+    /// The public client's id, and no secret.
+    AsPublic,
+    /// A client id nobody registered, with a secret.
+    AsUnknown,
+}
+
+/// The contract's answer to a case.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// This code, `ErrorInfo.reason` and `oauth_error`.
+    Refused(Code, &'static str, &'static str),
+    /// An operator error: this code and reason, and some `oauth_error`.
+    Operator(Code, &'static str),
+    /// MALFORMED_REQUEST whose BadRequest names this field.
+    Malformed(&'static str),
+    /// OK, as for any token the server does not recognise: RevokeToken does nothing,
+    /// IntrospectToken answers inactive with every other field empty.
+    Unrecognised,
+}
+
+const TOKEN_INVALID: Expect = Refused(Code::Unauthenticated, "TOKEN_INVALID", "invalid_grant");
+const TOKEN_REVOKED: Expect = Refused(Code::Unauthenticated, "TOKEN_REVOKED", "invalid_grant");
+const CLIENT_MISMATCH: Expect = Refused(Code::Unauthenticated, "CLIENT_MISMATCH", "invalid_grant");
+const INVALID_CLIENT: Expect = Refused(Code::Unauthenticated, "INVALID_CLIENT", "invalid_client");
+const INVALID_SCOPE: Expect = Refused(Code::InvalidArgument, "INVALID_SCOPE", "invalid_scope");
+const CLIENT_EXISTS: Expect = Operator(Code::AlreadyExists, "CLIENT_EXISTS");
+const CLIENT_NOT_FOUND: Expect = Operator(Code::NotFound, "CLIENT_NOT_FOUND");
+const PUBLIC_CLIENT: Expect = Operator(Code::FailedPrecondition, "PUBLIC_CLIENT");
+
+/// One RPC of either service.
+#[derive(Debug)]
+enum Request {
+    Issue(pb::IssueTokenPairRequest),
+    Refresh(pb::RefreshTokenPairRequest),
+    Revoke(pb::RevokeTokenRequest),
+    Introspect(pb::IntrospectTokenRequest),
+    CreateClient(pb::CreateClientRequest),
+    GetClient(String),
+    RotateSecret(String),
+}
+
+/// What a request was answered, when it was not refused.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Pair(pb::TokenPair),
+    Seen(pb::IntrospectTokenResponse),
+    Client(pb::Client),
+    Done,
+}
+
+/// What an [`Input`] stands for in a [`Cast`].
+#[derive(Clone, Debug)]
+enum Value {
+    Text(String),
+    List(Vec<String>),
+    Caller(TestClient),
+}
+
+impl Request {
+    /// The text field `slot` names in this request.
+    fn text(&mut self, slot: Slot) -> &mut String {
+        match (self, slot) {
+            (Self::Issue(r), ClientId) => &mut r.client_id,
+            (Self::Issue(r), Subject) => &mut r.subject,
+            (Self::Refresh(r), ClientId) => &mut r.client_id,
+            (Self::Refresh(r), ClientSecret) => &mut r.client_secret,
+            (Self::Refresh(r), Token) => &mut r.refresh_token,
+            (Self::Revoke(r), ClientId) => &mut r.client_id,
+            (Self::Revoke(r), ClientSecret) => &mut r.client_secret,
+            (Self::Revoke(r), Token) => &mut r.token,
+            (Self::Revoke(r), TokenTypeHint) => &mut r.token_type_hint,
+            (Self::Introspect(r), ClientId) => &mut r.client_id,
+            (Self::Introspect(r), ClientSecret) => &mut r.client_secret,
+            (Self::Introspect(r), Token) => &mut r.token,
+            (request, slot) => panic!("{request:?} has no text field {slot:?}"),
+        }
+    }
+
+    /// This request with `slot` set to `value`.
+    fn with(mut self, slot: Slot, value: Value) -> Self {
+        match (slot, value) {
+            (Scopes, Value::List(scopes)) => match &mut self {
+                Self::Issue(r) => r.scopes = scopes,
+                Self::Refresh(r) => r.scopes = scopes,
+                request => panic!("{request:?} has no scopes"),
+            },
+            (Caller, Value::Caller(caller)) => {
+                *self.text(ClientId) = caller.client_id;
+                *self.text(ClientSecret) = caller.client_secret;
+            }
+            (slot, Value::Text(text)) => *self.text(slot) = text,
+            (slot, value) => panic!("{slot:?} cannot hold {value:?}"),
+        }
+        self
+    }
+
+    /// The answer to this request when it carries a token the server does not recognise.
+    fn unrecognised_answer(&self) -> Option<Answer> {
+        match self {
+            Self::Revoke(_) => Some(Answer::Done),
+            Self::Introspect(_) => Some(Answer::Seen(pb::IntrospectTokenResponse::default())),
+            _ => None,
+        }
+    }
+
+    /// The client id an operator request names.
+    fn client_id(&self) -> Option<&str> {
+        match self {
+            Self::CreateClient(r) => Some(&r.client_id),
+            Self::GetClient(id) | Self::RotateSecret(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+fn create_request(
+    client_id: &str,
+    name: &str,
+    client_type: &str,
+    allowed_scopes: &[&str],
+    reuse_policy: &str,
+) -> Request {
+    Request::CreateClient(pb::CreateClientRequest {
+        client_id: client_id.to_owned(),
+        name: name.to_owned(),
+        client_type: client_type.to_owned(),
+        allowed_scopes: allowed_scopes.iter().map(|s| s.to_string()).collect(),
+        reuse_policy: reuse_policy.to_owned(),
+    })
+}
+
+/// The clients and families [`ROWS`] are played against.
+struct Cast {
+    /// A confidential client, allowed [`ALLOWED_SCOPES`]; holds the main and read-only
+    /// families.
+    owner: TestClient,
+    public: TestClient,
+    /// Another confidential client: the intruder, the bystander whose secret is tried, and
+    /// the resource server that introspects.
+    other: TestClient,
+    /// The current pair of each family, indexed by [`Fam`]; a row's family is rotated after
+    /// the row, so every row meets current tokens.
+    pairs: [pb::TokenPair; 3],
+}
+
+impl Cast {
+    async fn start(env: &mut Env) -> Self {
+        let owner = env.client("confidential").await;
+        let public = env.client("public").await;
+        let other = env.client("confidential").await;
+        let main = env.issue(&owner).await;
+        let read_only = env
+            .tokens
+            .issue_token_pair(pb::IssueTokenPairRequest {
+                client_id: owner.client_id.clone(),
+                subject: "subject-1".to_owned(),
+                scopes: vec!["read".to_owned()],
+            })
+            .await
+            .expect("issue with a narrow scope")
+            .into_inner();
+        assert_eq!(read_only.scopes, ["read"]);
+        let public_pair = env.issue(&public).await;
+        Self {
+            owner,
+            public,
+            other,
+            pairs: [main, read_only, public_pair],
+        }
+    }
+
+    fn pair(&self, fam: Fam) -> &pb::TokenPair {
+        &self.pairs[fam as usize]
+    }
+
+    fn client(&self, fam: Fam) -> &TestClient {
+        match fam {
+            Main | ReadOnly => &self.owner,
+            Public => &self.public,
+        }
+    }
+
+    /// Every secret and current token of the cast: no refusal may carry any of them.
+    fn secrets_and_tokens(&self) -> Vec<&str> {
+        let secrets = [&self.owner, &self.public, &self.other].map(|c| c.client_secret.as_str());
+        let tokens = self
+            .pairs
+            .iter()
+            .flat_map(|p| [p.refresh_token.as_str(), p.access_token.as_str()]);
+        secrets.into_iter().chain(tokens).collect()
+    }
+
+    fn baseline(&self, call: Call) -> Request {
+        let main = self.pair(Main);
+        let revoke = |token: &str| {
+            Request::Revoke(pb::RevokeTokenRequest {
+                client_id: self.owner.client_id.clone(),
+                client_secret: self.owner.client_secret.clone(),
+                token: token.to_owned(),
+                token_type_hint: String::new(),
+            })
+        };
+        let introspect = |caller: Option<&TestClient>| {
+            Request::Introspect(pb::IntrospectTokenRequest {
+                token: main.access_token.clone(),
+                client_id: caller.map(|c| c.client_id.clone()).unwrap_or_default(),
+                client_secret: caller.map(|c| c.client_secret.clone()).unwrap_or_default(),
+            })
+        };
+        match call {
+            Issue => Request::Issue(pb::IssueTokenPairRequest {
+                client_id: self.owner.client_id.clone(),
+                subject: "subject-2".to_owned(),
+                scopes: vec![],
+            }),
+            Refresh(fam) => Request::Refresh(refresh_request(
+                self.client(fam),
+                &self.pair(fam).refresh_token,
+            )),
+            Revoke => revoke(&main.refresh_token),
+            RevokeAccess => revoke(&main.access_token),
+            Introspect => introspect(None),
+            IntrospectAsOther => introspect(Some(&self.other)),
+        }
+    }
+
+    fn resolve(&self, fam: Fam, input: Input) -> Value {
+        let pair = self.pair(fam);
+        match input {
+            Text(text) => Value::Text(text.to_owned()),
+            Repeat(text, times) => Value::Text(text.repeat(times)),
+            List(scopes) => Value::List(scopes.iter().map(|s| s.to_string()).collect()),
+            NumberedScopes(count) => Value::List((0..count).map(|i| format!("s{i}")).collect()),
+            AccessToken => Value::Text(pair.access_token.clone()),
+            AlteredRefreshToken => Value::Text(with_mac_char_changed(&pair.refresh_token)),
+            AlteredAccessToken => Value::Text(with_mac_char_changed(&pair.access_token)),
+            OthersSecret => Value::Text(self.other.client_secret.clone()),
+            AsOther => Value::Caller(self.other.clone()),
+            AsPublic => Value::Caller(self.public.clone()),
+            AsUnknown => Value::Caller(TestClient {
+                client_id: "no-such-client".to_owned(),
+                client_secret: "x".to_owned(),
+            }),
+        }
+    }
+}
+
+impl Call {
+    fn family(self) -> Fam {
+        match self {
+            Refresh(fam) => fam,
+            Issue | Revoke | RevokeAccess | Introspect | IntrospectAsOther => Main,
+        }
+    }
+}
 
 /// One Redis, one token server, and a client of each service.
 struct Env {
@@ -35,7 +475,7 @@ struct Env {
 /// Everything a refused request must leave alone.
 #[derive(Debug, PartialEq, Eq)]
 struct Snapshot {
-    family: FamilyState,
+    families: Vec<FamilyState>,
     redis_keys: u64,
 }
 
@@ -61,13 +501,13 @@ impl Env {
         issue(&mut self.tokens, client, "subject-1").await
     }
 
-    async fn family(&self, pair: &pb::TokenPair) -> FamilyState {
-        read_family(self.server.service.store(), pair).await
-    }
-
-    async fn snapshot(&self, pair: &pb::TokenPair) -> Snapshot {
+    async fn snapshot(&self, pairs: &[&pb::TokenPair]) -> Snapshot {
+        let mut families = Vec::new();
+        for pair in pairs {
+            families.push(read_family(self.server.service.store(), pair).await);
+        }
         Snapshot {
-            family: self.family(pair).await,
+            families,
             redis_keys: self.redis_key_count().await,
         }
     }
@@ -88,23 +528,25 @@ impl Env {
         keys.iter().filter(|k| !k.contains(":a:{")).count() as u64
     }
 
-    async fn refresh(&mut self, req: pb::RefreshTokenPairRequest) -> Result<pb::TokenPair, Status> {
-        self.tokens
-            .refresh_token_pair(req)
-            .await
-            .map(tonic::Response::into_inner)
-    }
-
-    async fn revoke(&mut self, client: &TestClient, token: &str, hint: &str) -> Result<(), Status> {
-        self.tokens
-            .revoke_token(pb::RevokeTokenRequest {
-                client_id: client.client_id.clone(),
-                client_secret: client.client_secret.clone(),
-                token: token.to_owned(),
-                token_type_hint: hint.to_owned(),
-            })
-            .await
-            .map(|_| ())
+    async fn send(&mut self, request: Request) -> Result<Answer, Status> {
+        let (tokens, registry) = (&mut self.tokens, &mut self.registry);
+        Ok(match request {
+            Request::Issue(r) => Answer::Pair(tokens.issue_token_pair(r).await?.into_inner()),
+            Request::Refresh(r) => Answer::Pair(tokens.refresh_token_pair(r).await?.into_inner()),
+            Request::Revoke(r) => tokens.revoke_token(r).await.map(|_| Answer::Done)?,
+            Request::Introspect(r) => Answer::Seen(tokens.introspect_token(r).await?.into_inner()),
+            Request::CreateClient(r) => registry.create_client(r).await.map(|_| Answer::Done)?,
+            Request::GetClient(client_id) => Answer::Client(
+                registry
+                    .get_client(pb::GetClientRequest { client_id })
+                    .await?
+                    .into_inner(),
+            ),
+            Request::RotateSecret(client_id) => registry
+                .rotate_client_secret(pb::RotateClientSecretRequest { client_id })
+                .await
+                .map(|_| Answer::Done)?,
+        })
     }
 
     async fn introspect(&mut self, token: &str) -> Result<pb::IntrospectTokenResponse, Status> {
@@ -126,8 +568,42 @@ impl Env {
             .map(tonic::Response::into_inner)
     }
 
-    async fn create_client(&mut self, req: pb::CreateClientRequest) -> Result<(), Status> {
-        self.registry.create_client(req).await.map(|_| ())
+    /// Sends `request` and checks that it gets `expect`'s answer (a refusal carrying none of
+    /// `sent`), and that neither the families of `pairs` nor the keys in Redis changed.
+    async fn check(
+        &mut self,
+        case: &str,
+        request: Request,
+        expect: Expect,
+        sent: &[&str],
+        pairs: &[&pb::TokenPair],
+    ) {
+        let before = self.snapshot(pairs).await;
+        let unrecognised = request.unrecognised_answer();
+        let outcome = self.send(request).await;
+        if let Unrecognised = expect {
+            let answer =
+                outcome.unwrap_or_else(|status| panic!("{case}: must be answered OK: {status:?}"));
+            assert_eq!(
+                Some(answer),
+                unrecognised,
+                "{case}: answered as an unknown token, nothing else revealed"
+            );
+        } else {
+            let status = outcome.expect_err(case);
+            match expect {
+                Refused(code, expected_reason, oauth) => {
+                    assert_refused(case, &status, code, expected_reason, oauth);
+                }
+                Operator(code, expected_reason) => {
+                    assert_operator_refused(case, &status, code, expected_reason);
+                }
+                Malformed(field) => assert_malformed(case, &status, field),
+                Unrecognised => unreachable!(),
+            }
+            assert_no_echo(case, &status, sent);
+        }
+        assert_eq!(self.snapshot(pairs).await, before, "{case}: state changed");
     }
 
     async fn assert_still_rotates(
@@ -152,7 +628,7 @@ async fn read_family(store: &impl Store, pair: &pb::TokenPair) -> FamilyState {
 }
 
 /// Refreshes `pair` as its rightful client and checks that this is an ordinary rotation: not
-/// a replay, same family, generation advanced by exactly one, family still active.
+/// a replay, same family and scopes, generation advanced by exactly one, family still active.
 async fn assert_still_rotates(
     tokens: &mut TokenServiceClient<Channel>,
     store: &impl Store,
@@ -167,6 +643,10 @@ async fn assert_still_rotates(
         .into_inner();
     assert!(!next.replayed, "an ordinary rotation, not a replay");
     assert_eq!(next.family_id, pair.family_id);
+    assert_eq!(
+        next.scopes, pair.scopes,
+        "the family keeps its granted scopes"
+    );
     assert_ne!(next.refresh_token, pair.refresh_token);
     let after = read_family(store, pair).await;
     assert_eq!(after.generation, before.generation + 1, "exactly one step");
@@ -242,38 +722,126 @@ fn with_mac_char_changed(token: &str) -> String {
 }
 
 #[tokio::test]
-async fn garbled_refresh_tokens_are_token_invalid_and_change_nothing() {
+async fn bad_token_requests_get_the_contract_answer_and_change_nothing() {
     let mut env = Env::start().await;
-    let client = env.client("confidential").await;
-    let pair = env.issue(&client).await;
+    let mut cast = Cast::start(&mut env).await;
 
-    let cases = [
-        ("not a token at all", "not-a-token".to_owned()),
-        ("right shape, not base64 payloads", "rt1.x.y".to_owned()),
-        (
-            "real refresh token with one MAC character changed",
-            with_mac_char_changed(&pair.refresh_token),
-        ),
-        ("access token as refresh_token", pair.access_token.clone()),
-    ];
-    for (case, token) in &cases {
-        let before = env.snapshot(&pair).await;
-        let status = env
-            .refresh(refresh_request(&client, token))
-            .await
-            .expect_err(case);
-        assert_refused(
-            case,
-            &status,
-            Code::Unauthenticated,
-            "TOKEN_INVALID",
-            "invalid_grant",
-        );
-        assert_no_echo(case, &status, &[token, &client.client_secret]);
-        assert_eq!(env.snapshot(&pair).await, before, "{case}: state changed");
+    // Each baseline is valid, so a row's answer comes from the one slot it changes. Refresh
+    // and anonymous introspection are shown after every row, issue and revocation at the end.
+    match env.send(cast.baseline(IntrospectAsOther)).await {
+        Ok(Answer::Seen(seen)) => {
+            assert!(seen.active);
+            assert_eq!(seen.client_id, cast.owner.client_id);
+        }
+        other => panic!("a resource server may introspect any token: {other:?}"),
     }
 
-    env.assert_still_rotates(&client, &pair).await;
+    for &(case, call, slot, input, expect) in ROWS {
+        let fam = call.family();
+        let value = cast.resolve(fam, input);
+        let request = cast.baseline(call).with(slot, value.clone());
+        let mut sent = cast.secrets_and_tokens();
+        if let (ClientSecret | Token, Value::Text(text)) = (slot, &value) {
+            sent.push(text);
+        }
+        env.check(case, request, expect, &sent, &cast.pairs.each_ref())
+            .await;
+
+        let holder = cast.pair(fam);
+        let seen = env
+            .introspect(&holder.access_token)
+            .await
+            .expect("introspect");
+        assert!(
+            seen.active,
+            "{case}: the holder's access token stays active"
+        );
+        cast.pairs[fam as usize] = env.assert_still_rotates(cast.client(fam), holder).await;
+    }
+
+    // The key count is a real witness: an accepted IssueTokenPair adds exactly one key.
+    let keys = env.redis_key_count().await;
+    env.send(cast.baseline(Issue))
+        .await
+        .expect("the issue baseline");
+    assert_eq!(env.redis_key_count().await, keys + 1);
+    env.send(cast.baseline(Revoke))
+        .await
+        .expect("the revoke baseline");
+    let revoked = env.snapshot(&[cast.pair(Main)]).await;
+    assert!(matches!(
+        revoked.families[0].status,
+        FamilyStatus::Revoked { .. }
+    ));
+}
+
+#[tokio::test]
+async fn operator_requests_that_break_a_rule_are_refused_and_change_nothing() {
+    let mut env = Env::start().await;
+    let created = env
+        .registry
+        .create_client(pb::CreateClientRequest {
+            client_id: "web-app".to_owned(),
+            name: "original".to_owned(),
+            client_type: "confidential".to_owned(),
+            allowed_scopes: vec!["read".to_owned()],
+            reuse_policy: String::new(),
+        })
+        .await
+        .expect("CreateClient")
+        .into_inner();
+    let original = TestClient {
+        client_id: created.client_id,
+        client_secret: created.client_secret,
+    };
+    let public = env.client("public").await;
+    let mut pairs = [env.issue(&original).await, env.issue(&public).await];
+    let clients = [original, public];
+
+    #[rustfmt::skip]
+    let rows = [
+        // The contract spells these in lower case with a hyphen; near misses are refused, not
+        // guessed at, so that a typo never yields a weaker client than the operator meant.
+        ("client_type \"Public\"",
+            create_request("bad-client_type", "misconfigured", "Public", &["read"], ""),
+            Malformed("client_type")),
+        ("reuse_policy \"revoke\"",
+            create_request("bad-reuse_policy", "misconfigured", "", &["read"], "revoke"),
+            Malformed("reuse_policy")),
+        // A public client under the same id would let anyone refresh the original's tokens.
+        ("duplicate client id",
+            create_request("web-app", "impostor", "public", &["read", "write"], "reject-only"),
+            CLIENT_EXISTS),
+        ("GetClient unknown",
+            Request::GetClient("no-such-client".to_owned()),
+            CLIENT_NOT_FOUND),
+        // A public client has no secret to rotate, and stays public.
+        ("RotateClientSecret on a public client",
+            Request::RotateSecret(clients[1].client_id.clone()),
+            PUBLIC_CLIENT),
+    ];
+    for (case, request, expect) in rows {
+        let mut records = Vec::new();
+        for client in &clients {
+            records.push(env.get_client(&client.client_id).await.expect("GetClient"));
+        }
+        let named = request.client_id().map(str::to_owned);
+        let sent = [clients[0].client_secret.as_str()];
+        env.check(case, request, expect, &sent, &pairs.each_ref())
+            .await;
+
+        for (client, record) in clients.iter().zip(records) {
+            let now = env.get_client(&client.client_id).await.expect("GetClient");
+            assert_eq!(now, record, "{case}: {} changed", client.client_id);
+        }
+        if let Some(id) = named.filter(|id| clients.iter().all(|c| &c.client_id != id)) {
+            let status = env.get_client(&id).await.expect_err("not created");
+            assert_operator_refused(case, &status, Code::NotFound, "CLIENT_NOT_FOUND");
+        }
+        for (client, pair) in clients.iter().zip(&mut pairs) {
+            *pair = env.assert_still_rotates(client, pair).await;
+        }
+    }
 }
 
 #[tokio::test]
@@ -294,24 +862,14 @@ async fn token_minted_with_another_keyring_is_token_invalid() {
     let mut other_tokens = other.tokens().await;
     let foreign = issue(&mut other_tokens, &client, "subject-1").await;
 
-    let before = env.snapshot(&foreign).await;
-    let status = env
-        .refresh(refresh_request(&client, &foreign.refresh_token))
-        .await
-        .expect_err("a foreign-keyring token must be refused");
-    assert_refused(
+    env.check(
         "foreign keyring",
-        &status,
-        Code::Unauthenticated,
-        "TOKEN_INVALID",
-        "invalid_grant",
-    );
-    assert_no_echo(
-        "foreign keyring",
-        &status,
+        Request::Refresh(refresh_request(&client, &foreign.refresh_token)),
+        TOKEN_INVALID,
         &[&foreign.refresh_token, &client.client_secret],
-    );
-    assert_eq!(env.snapshot(&foreign).await, before, "state changed");
+        &[&foreign],
+    )
+    .await;
     // Nor does it introspect as active here, though its family exists in this Redis.
     let seen = env
         .introspect(&foreign.access_token)
@@ -321,329 +879,6 @@ async fn token_minted_with_another_keyring_is_token_invalid() {
 
     // The server that minted it still rotates it normally.
     assert_still_rotates(&mut other_tokens, other.service.store(), &client, &foreign).await;
-}
-
-#[tokio::test]
-async fn refresh_by_another_client_is_client_mismatch() {
-    let mut env = Env::start().await;
-    let owner = env.client("confidential").await;
-    let intruder = env.client("confidential").await;
-    let pair = env.issue(&owner).await;
-
-    let before = env.snapshot(&pair).await;
-    // The intruder authenticates correctly; only the token is not theirs.
-    let status = env
-        .refresh(refresh_request(&intruder, &pair.refresh_token))
-        .await
-        .expect_err("another client's token must be refused");
-    assert_refused(
-        "another client's token",
-        &status,
-        Code::Unauthenticated,
-        "CLIENT_MISMATCH",
-        "invalid_grant",
-    );
-    assert_no_echo(
-        "another client's token",
-        &status,
-        &[&pair.refresh_token, &intruder.client_secret],
-    );
-    assert_eq!(env.snapshot(&pair).await, before, "state changed");
-
-    env.assert_still_rotates(&owner, &pair).await;
-}
-
-#[tokio::test]
-async fn failed_client_authentication_is_invalid_client() {
-    let mut env = Env::start().await;
-    let confidential = env.client("confidential").await;
-    let public = env.client("public").await;
-    let bystander = env.client("confidential").await;
-    let confidential_pair = env.issue(&confidential).await;
-    let public_pair = env.issue(&public).await;
-
-    let as_client = |client: &TestClient, secret: &str| TestClient {
-        client_id: client.client_id.clone(),
-        client_secret: secret.to_owned(),
-    };
-    let cases = [
-        (
-            "another client's valid secret",
-            as_client(&confidential, &bystander.client_secret),
-            &confidential_pair,
-        ),
-        (
-            "empty secret for a confidential client",
-            as_client(&confidential, ""),
-            &confidential_pair,
-        ),
-        (
-            "a secret for a public client",
-            as_client(&public, &bystander.client_secret),
-            &public_pair,
-        ),
-        (
-            "unknown client id",
-            TestClient {
-                client_id: "no-such-client".to_owned(),
-                client_secret: confidential.client_secret.clone(),
-            },
-            &confidential_pair,
-        ),
-    ];
-    for (case, caller, pair) in &cases {
-        let before = env.snapshot(pair).await;
-        let status = env
-            .refresh(refresh_request(caller, &pair.refresh_token))
-            .await
-            .expect_err(case);
-        assert_refused(
-            case,
-            &status,
-            Code::Unauthenticated,
-            "INVALID_CLIENT",
-            "invalid_client",
-        );
-        assert_no_echo(case, &status, &[&caller.client_secret, &pair.refresh_token]);
-        assert_eq!(env.snapshot(pair).await, before, "{case}: state changed");
-    }
-
-    env.assert_still_rotates(&confidential, &confidential_pair)
-        .await;
-    env.assert_still_rotates(&public, &public_pair).await;
-}
-
-/// A request that should fail validation before any I/O.
-enum BadCall {
-    Issue(pb::IssueTokenPairRequest),
-    Refresh(pb::RefreshTokenPairRequest),
-}
-
-#[tokio::test]
-async fn oversize_and_empty_fields_are_malformed_and_name_the_field() {
-    let mut env = Env::start().await;
-    let client = env.client("confidential").await;
-    let pair = env.issue(&client).await;
-
-    // Each case is a valid request with exactly one field broken.
-    let issue_ok = pb::IssueTokenPairRequest {
-        client_id: client.client_id.clone(),
-        subject: "subject-2".to_owned(),
-        scopes: vec![],
-    };
-    let refresh_ok = refresh_request(&client, &pair.refresh_token);
-    let too_many_scopes: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
-    let long_secret = "s".repeat(257);
-    let long_token = "t".repeat(1025);
-    let cases = [
-        (
-            "refresh: client_id of 129 characters",
-            "client_id",
-            BadCall::Refresh(pb::RefreshTokenPairRequest {
-                client_id: "c".repeat(129),
-                ..refresh_ok.clone()
-            }),
-        ),
-        (
-            "issue: client_id of 129 characters",
-            "client_id",
-            BadCall::Issue(pb::IssueTokenPairRequest {
-                client_id: "c".repeat(129),
-                ..issue_ok.clone()
-            }),
-        ),
-        (
-            "issue: subject of 257 characters",
-            "subject",
-            BadCall::Issue(pb::IssueTokenPairRequest {
-                subject: "u".repeat(257),
-                ..issue_ok.clone()
-            }),
-        ),
-        (
-            "refresh: refresh_token of 1025 characters",
-            "refresh_token",
-            BadCall::Refresh(pb::RefreshTokenPairRequest {
-                refresh_token: long_token.clone(),
-                ..refresh_ok.clone()
-            }),
-        ),
-        (
-            "refresh: client_secret of 257 characters",
-            "client_secret",
-            BadCall::Refresh(pb::RefreshTokenPairRequest {
-                client_secret: long_secret.clone(),
-                ..refresh_ok.clone()
-            }),
-        ),
-        (
-            "refresh: 65 scopes",
-            "scopes",
-            BadCall::Refresh(pb::RefreshTokenPairRequest {
-                scopes: too_many_scopes.clone(),
-                ..refresh_ok.clone()
-            }),
-        ),
-        (
-            "issue: 65 scopes",
-            "scopes",
-            BadCall::Issue(pb::IssueTokenPairRequest {
-                scopes: too_many_scopes.clone(),
-                ..issue_ok.clone()
-            }),
-        ),
-        (
-            "refresh: empty client_id",
-            "client_id",
-            BadCall::Refresh(pb::RefreshTokenPairRequest {
-                client_id: String::new(),
-                ..refresh_ok.clone()
-            }),
-        ),
-        (
-            "issue: empty client_id",
-            "client_id",
-            BadCall::Issue(pb::IssueTokenPairRequest {
-                client_id: String::new(),
-                ..issue_ok.clone()
-            }),
-        ),
-        (
-            "refresh: empty refresh_token",
-            "refresh_token",
-            BadCall::Refresh(pb::RefreshTokenPairRequest {
-                refresh_token: String::new(),
-                ..refresh_ok.clone()
-            }),
-        ),
-        (
-            "issue: empty subject",
-            "subject",
-            BadCall::Issue(pb::IssueTokenPairRequest {
-                subject: String::new(),
-                ..issue_ok.clone()
-            }),
-        ),
-    ];
-    for (case, field, call) in cases {
-        let before = env.snapshot(&pair).await;
-        let status = match call {
-            BadCall::Issue(req) => env.tokens.issue_token_pair(req).await.map(|_| ()),
-            BadCall::Refresh(req) => env.refresh(req).await.map(|_| ()),
-        }
-        .expect_err(case);
-        assert_malformed(case, &status, field);
-        assert_no_echo(
-            case,
-            &status,
-            &[
-                &client.client_secret,
-                &pair.refresh_token,
-                &long_secret,
-                &long_token,
-            ],
-        );
-        // The same key count also shows that no refused IssueTokenPair created a family.
-        assert_eq!(env.snapshot(&pair).await, before, "{case}: state changed");
-    }
-
-    env.assert_still_rotates(&client, &pair).await;
-}
-
-#[tokio::test]
-async fn an_oversize_message_is_malformed_and_changes_nothing() {
-    let mut env = Env::start().await;
-    let client = env.client("confidential").await;
-    let pair = env.issue(&client).await;
-    let cases = [
-        // Under the message bound: the field's own limit answers, naming the field.
-        ("refresh_token of 60 KiB", 60 * 1024, "refresh_token"),
-        // Over it: refused before decoding, as a malformed request.
-        ("refresh_token of 100 KiB", 100 * 1024, "request"),
-        ("refresh_token of 5 MiB", 5 * 1024 * 1024, "request"),
-    ];
-    for (case, size, field) in cases {
-        let before = env.snapshot(&pair).await;
-        let huge = "t".repeat(size);
-        let status = env
-            .refresh(refresh_request(&client, &huge))
-            .await
-            .expect_err(case);
-        assert_malformed(case, &status, field);
-        assert_no_echo(case, &status, &[&client.client_secret, &huge]);
-        assert_eq!(env.snapshot(&pair).await, before, "{case}: state changed");
-    }
-    env.assert_still_rotates(&client, &pair).await;
-}
-
-#[tokio::test]
-async fn widened_scope_is_invalid_scope() {
-    let mut env = Env::start().await;
-    let client = env.client("confidential").await;
-    let pair = env
-        .tokens
-        .issue_token_pair(pb::IssueTokenPairRequest {
-            client_id: client.client_id.clone(),
-            subject: "subject-1".to_owned(),
-            scopes: vec!["read".to_owned()],
-        })
-        .await
-        .expect("issue with a narrow scope")
-        .into_inner();
-    assert_eq!(pair.scopes, ["read"]);
-
-    // "write" is allowed for the client but was not granted to this family; "admin" is
-    // allowed for no one.
-    for wider in [["read", "write"], ["read", "admin"]] {
-        let case = format!("refresh asking for {wider:?}");
-        let before = env.snapshot(&pair).await;
-        let status = env
-            .refresh(pb::RefreshTokenPairRequest {
-                scopes: wider.iter().map(|s| s.to_string()).collect(),
-                ..refresh_request(&client, &pair.refresh_token)
-            })
-            .await
-            .expect_err(&case);
-        assert_refused(
-            &case,
-            &status,
-            Code::InvalidArgument,
-            "INVALID_SCOPE",
-            "invalid_scope",
-        );
-        assert_no_echo(
-            &case,
-            &status,
-            &[&client.client_secret, &pair.refresh_token],
-        );
-        assert_eq!(env.snapshot(&pair).await, before, "{case}: state changed");
-    }
-
-    // Issuing beyond the client's allowed scopes creates no family: the key count holds.
-    let before = env.snapshot(&pair).await;
-    let status = env
-        .tokens
-        .issue_token_pair(pb::IssueTokenPairRequest {
-            client_id: client.client_id.clone(),
-            subject: "subject-2".to_owned(),
-            scopes: vec!["read".to_owned(), "admin".to_owned()],
-        })
-        .await
-        .expect_err("issue beyond the allowed scopes");
-    assert_refused(
-        "issue beyond the allowed scopes",
-        &status,
-        Code::InvalidArgument,
-        "INVALID_SCOPE",
-        "invalid_scope",
-    );
-    assert_eq!(env.snapshot(&pair).await, before, "state changed");
-    // The key count is a real witness: an accepted IssueTokenPair adds exactly one key.
-    issue(&mut env.tokens, &client, "subject-2").await;
-    assert_eq!(env.redis_key_count().await, before.redis_keys + 1);
-
-    let next = env.assert_still_rotates(&client, &pair).await;
-    assert_eq!(next.scopes, ["read"], "the family keeps its granted scope");
 }
 
 #[tokio::test]
@@ -660,333 +895,32 @@ async fn revoked_family_refuses_refresh_and_its_access_token_is_inactive() {
         "the access token is active before revocation"
     );
 
-    env.revoke(&client, &pair.refresh_token, "refresh_token")
-        .await
-        .expect("RevokeToken");
-    let revoked = env.snapshot(&pair).await;
+    env.send(Request::Revoke(pb::RevokeTokenRequest {
+        client_id: client.client_id.clone(),
+        client_secret: client.client_secret.clone(),
+        token: pair.refresh_token.clone(),
+        token_type_hint: "refresh_token".to_owned(),
+    }))
+    .await
+    .expect("RevokeToken");
+    let revoked = env.snapshot(&[&pair]).await;
     assert!(matches!(
-        revoked.family.status,
+        revoked.families[0].status,
         FamilyStatus::Revoked { .. }
     ));
 
-    let status = env
-        .refresh(refresh_request(&client, &pair.refresh_token))
-        .await
-        .expect_err("refresh of a revoked family");
-    assert_refused(
+    env.check(
         "revoked family",
-        &status,
-        Code::Unauthenticated,
-        "TOKEN_REVOKED",
-        "invalid_grant",
-    );
-    assert_no_echo(
-        "revoked family",
-        &status,
+        Request::Refresh(refresh_request(&client, &pair.refresh_token)),
+        TOKEN_REVOKED,
         &[&client.client_secret, &pair.refresh_token],
-    );
-    assert_eq!(env.snapshot(&pair).await, revoked, "state changed");
-
+        &[&pair],
+    )
+    .await;
     for token in [&pair.access_token, &pair.refresh_token] {
         let seen = env.introspect(token).await.expect("introspect");
         assert_eq!(seen, pb::IntrospectTokenResponse::default());
     }
-}
-
-#[tokio::test]
-async fn revoking_a_garbage_token_is_ok_and_changes_nothing() {
-    let mut env = Env::start().await;
-    let client = env.client("confidential").await;
-    let pair = env.issue(&client).await;
-
-    // RFC 7009: a token the server does not recognise is not an error, and must not touch
-    // the family it claims to belong to.
-    let garbage = [
-        "not-a-token".to_owned(),
-        with_mac_char_changed(&pair.refresh_token),
-        with_mac_char_changed(&pair.access_token),
-    ];
-    for token in &garbage {
-        let before = env.snapshot(&pair).await;
-        env.revoke(&client, token, "")
-            .await
-            .unwrap_or_else(|status| panic!("revoking {token:?} must be OK: {status:?}"));
-        assert_eq!(
-            env.snapshot(&pair).await,
-            before,
-            "{token:?}: state changed"
-        );
-    }
-
-    env.assert_still_rotates(&client, &pair).await;
-}
-
-#[tokio::test]
-async fn revoke_with_an_unknown_token_type_hint_is_malformed() {
-    let mut env = Env::start().await;
-    let client = env.client("confidential").await;
-    let pair = env.issue(&client).await;
-
-    let before = env.snapshot(&pair).await;
-    let status = env
-        .revoke(&client, &pair.refresh_token, "id_token")
-        .await
-        .expect_err("token_type_hint id_token");
-    assert_malformed("token_type_hint id_token", &status, "token_type_hint");
-    assert_no_echo(
-        "token_type_hint id_token",
-        &status,
-        &[&client.client_secret, &pair.refresh_token],
-    );
-    assert_eq!(env.snapshot(&pair).await, before, "state changed");
-
-    env.assert_still_rotates(&client, &pair).await;
-}
-
-#[tokio::test]
-async fn revoking_another_clients_token_is_client_mismatch_and_keeps_the_family() {
-    let mut env = Env::start().await;
-    let owner = env.client("confidential").await;
-    let intruder = env.client("confidential").await;
-    let pair = env.issue(&owner).await;
-
-    for (case, token) in [
-        ("another client's refresh token", &pair.refresh_token),
-        ("another client's access token", &pair.access_token),
-    ] {
-        let before = env.snapshot(&pair).await;
-        let status = env.revoke(&intruder, token, "").await.expect_err(case);
-        assert_refused(
-            case,
-            &status,
-            Code::Unauthenticated,
-            "CLIENT_MISMATCH",
-            "invalid_grant",
-        );
-        assert_no_echo(case, &status, &[&intruder.client_secret, token]);
-        let after = env.snapshot(&pair).await;
-        assert_eq!(after, before, "{case}: state changed");
-        assert_eq!(after.family.status, FamilyStatus::Active);
-    }
-    let seen = env
-        .introspect(&pair.access_token)
-        .await
-        .expect("introspect");
-    assert!(seen.active, "the owner's access token stays active");
-
-    env.assert_still_rotates(&owner, &pair).await;
-}
-
-#[tokio::test]
-async fn introspecting_a_garbage_token_is_inactive_with_every_field_empty() {
-    let mut env = Env::start().await;
-    let client = env.client("confidential").await;
-    let pair = env.issue(&client).await;
-
-    for token in [
-        "not-a-token".to_owned(),
-        "at1.x.y".to_owned(),
-        with_mac_char_changed(&pair.access_token),
-        with_mac_char_changed(&pair.refresh_token),
-    ] {
-        let seen = env
-            .introspect(&token)
-            .await
-            .unwrap_or_else(|status| panic!("introspecting {token:?} must be OK: {status:?}"));
-        assert_eq!(
-            seen,
-            pb::IntrospectTokenResponse::default(),
-            "{token:?}: inactive, and nothing else revealed"
-        );
-    }
-
-    let status = env.introspect("").await.expect_err("empty token");
-    assert_malformed("introspect an empty token", &status, "token");
-}
-
-#[tokio::test]
-async fn an_introspection_caller_that_names_itself_must_authenticate_as_a_confidential_client() {
-    let mut env = Env::start().await;
-    let owner = env.client("confidential").await;
-    let resource_server = env.client("confidential").await;
-    let public = env.client("public").await;
-    let pair = env.issue(&owner).await;
-    let as_caller = |caller: &TestClient, secret: &str| pb::IntrospectTokenRequest {
-        token: pair.access_token.clone(),
-        client_id: caller.client_id.clone(),
-        client_secret: secret.to_owned(),
-    };
-
-    // Any registered confidential client may introspect any token (it is the resource server).
-    let request = as_caller(&resource_server, &resource_server.client_secret);
-    let seen = env.tokens.introspect_token(request).await.unwrap();
-    assert!(seen.get_ref().active);
-    assert_eq!(seen.get_ref().client_id, owner.client_id);
-
-    // The caller is checked before the token: an unauthenticated caller learns nothing.
-    let refusals = [
-        (
-            "wrong secret",
-            as_caller(&resource_server, "not-the-secret"),
-        ),
-        ("no secret", as_caller(&resource_server, "")),
-        ("a public client", as_caller(&public, "")),
-        (
-            "unknown client",
-            as_caller(
-                &TestClient {
-                    client_id: "no-such-client".to_owned(),
-                    client_secret: "x".to_owned(),
-                },
-                "x",
-            ),
-        ),
-    ];
-    for (case, request) in refusals {
-        let status = env.tokens.introspect_token(request).await.unwrap_err();
-        assert_refused(
-            case,
-            &status,
-            Code::Unauthenticated,
-            "INVALID_CLIENT",
-            "invalid_client",
-        );
-        assert_no_echo(case, &status, &[&pair.access_token, "not-the-secret"]);
-    }
-    let status = env
-        .tokens
-        .introspect_token(pb::IntrospectTokenRequest {
-            token: pair.access_token.clone(),
-            client_id: String::new(),
-            client_secret: resource_server.client_secret.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_malformed("a secret without a client id", &status, "client_id");
-}
-
-#[tokio::test]
-async fn create_client_with_an_unknown_type_or_reuse_policy_is_malformed() {
-    let mut env = Env::start().await;
-    let keys_before = env.redis_key_count().await;
-
-    // The contract spells these in lower case with a hyphen; near misses are refused, not
-    // guessed at, so that a typo never yields a weaker client than the operator meant.
-    let cases = [
-        ("client_type \"Public\"", "client_type", "Public", ""),
-        ("reuse_policy \"revoke\"", "reuse_policy", "", "revoke"),
-    ];
-    for (case, field, client_type, reuse_policy) in cases {
-        let client_id = format!("bad-{field}");
-        let status = env
-            .create_client(pb::CreateClientRequest {
-                client_id: client_id.clone(),
-                name: "misconfigured".to_owned(),
-                client_type: client_type.to_owned(),
-                allowed_scopes: vec!["read".to_owned()],
-                reuse_policy: reuse_policy.to_owned(),
-            })
-            .await
-            .expect_err(case);
-        assert_malformed(case, &status, field);
-        let status = env.get_client(&client_id).await.expect_err("not created");
-        assert_operator_refused(case, &status, Code::NotFound, "CLIENT_NOT_FOUND");
-    }
-    assert_eq!(
-        env.redis_key_count().await,
-        keys_before,
-        "a client was stored"
-    );
-}
-
-#[tokio::test]
-async fn duplicate_client_id_is_client_exists_and_keeps_the_original() {
-    let mut env = Env::start().await;
-    let created = env
-        .registry
-        .create_client(pb::CreateClientRequest {
-            client_id: "web-app".to_owned(),
-            name: "original".to_owned(),
-            client_type: "confidential".to_owned(),
-            allowed_scopes: vec!["read".to_owned()],
-            reuse_policy: String::new(),
-        })
-        .await
-        .expect("CreateClient")
-        .into_inner();
-    let original = TestClient {
-        client_id: created.client_id,
-        client_secret: created.client_secret,
-    };
-    let record = env.get_client("web-app").await.expect("GetClient");
-
-    // A public client under the same id would let anyone refresh the original's tokens.
-    let status = env
-        .create_client(pb::CreateClientRequest {
-            client_id: "web-app".to_owned(),
-            name: "impostor".to_owned(),
-            client_type: "public".to_owned(),
-            allowed_scopes: vec!["read".to_owned(), "write".to_owned()],
-            reuse_policy: "reject-only".to_owned(),
-        })
-        .await
-        .expect_err("duplicate client id");
-    assert_operator_refused(
-        "duplicate client id",
-        &status,
-        Code::AlreadyExists,
-        "CLIENT_EXISTS",
-    );
-    assert_eq!(env.get_client("web-app").await.expect("GetClient"), record);
-
-    let pair = env.issue(&original).await;
-    env.assert_still_rotates(&original, &pair).await;
-}
-
-#[tokio::test]
-async fn get_unknown_client_is_not_found() {
-    let mut env = Env::start().await;
-    let status = env
-        .get_client("no-such-client")
-        .await
-        .expect_err("unknown client");
-    assert_operator_refused(
-        "GetClient unknown",
-        &status,
-        Code::NotFound,
-        "CLIENT_NOT_FOUND",
-    );
-}
-
-#[tokio::test]
-async fn rotating_a_public_clients_secret_is_public_client() {
-    let mut env = Env::start().await;
-    let public = env.client("public").await;
-    let pair = env.issue(&public).await;
-    let record = env.get_client(&public.client_id).await.expect("GetClient");
-
-    let before = env.snapshot(&pair).await;
-    let status = env
-        .registry
-        .rotate_client_secret(pb::RotateClientSecretRequest {
-            client_id: public.client_id.clone(),
-        })
-        .await
-        .expect_err("RotateClientSecret on a public client");
-    assert_operator_refused(
-        "RotateClientSecret on a public client",
-        &status,
-        Code::FailedPrecondition,
-        "PUBLIC_CLIENT",
-    );
-    assert_eq!(env.snapshot(&pair).await, before, "state changed");
-    assert_eq!(
-        env.get_client(&public.client_id).await.expect("GetClient"),
-        record
-    );
-
-    // Still public: it refreshes by its id alone.
-    env.assert_still_rotates(&public, &pair).await;
 }
 
 #[tokio::test]
@@ -1009,24 +943,15 @@ async fn rotated_secret_replaces_the_old_one_at_once() {
         client_secret: rotated.client_secret,
     };
 
-    let before = env.snapshot(&pair).await;
-    let status = env
-        .refresh(refresh_request(&old, &pair.refresh_token))
-        .await
-        .expect_err("the old secret must stop working at once");
-    assert_refused(
+    // The old secret stops working at once.
+    env.check(
         "old secret after rotation",
-        &status,
-        Code::Unauthenticated,
-        "INVALID_CLIENT",
-        "invalid_client",
-    );
-    assert_no_echo(
-        "old secret after rotation",
-        &status,
+        Request::Refresh(refresh_request(&old, &pair.refresh_token)),
+        INVALID_CLIENT,
         &[&old.client_secret, &new.client_secret, &pair.refresh_token],
-    );
-    assert_eq!(env.snapshot(&pair).await, before, "state changed");
+        &[&pair],
+    )
+    .await;
 
     env.assert_still_rotates(&new, &pair).await;
 }
@@ -1049,57 +974,36 @@ async fn deleted_client_cannot_refresh_its_tokens_are_inactive_and_its_id_stays_
         .await
         .expect("DeleteClient");
 
-    let before = env.snapshot(&pair).await;
-    let status = env
-        .refresh(refresh_request(&client, &pair.refresh_token))
-        .await
-        .expect_err("a deleted client cannot refresh");
-    assert_refused(
+    let before = env.snapshot(&[&pair]).await;
+    let sent = [client.client_secret.as_str(), &pair.refresh_token];
+    env.check(
         "refresh by a deleted client",
-        &status,
-        Code::Unauthenticated,
-        "INVALID_CLIENT",
-        "invalid_client",
-    );
-    assert_no_echo(
-        "refresh by a deleted client",
-        &status,
-        &[&client.client_secret, &pair.refresh_token],
-    );
-    assert_eq!(env.snapshot(&pair).await, before, "state changed");
-
+        Request::Refresh(refresh_request(&client, &pair.refresh_token)),
+        INVALID_CLIENT,
+        &sent,
+        &[&pair],
+    )
+    .await;
     for token in [&pair.access_token, &pair.refresh_token] {
         let seen = env.introspect(token).await.expect("introspect");
         assert_eq!(seen, pb::IntrospectTokenResponse::default());
     }
-
-    let status = env
-        .get_client(&client.client_id)
-        .await
-        .expect_err("deleted");
-    assert_operator_refused(
+    env.check(
         "GetClient after delete",
-        &status,
-        Code::NotFound,
-        "CLIENT_NOT_FOUND",
-    );
-
+        Request::GetClient(client.client_id.clone()),
+        CLIENT_NOT_FOUND,
+        &sent,
+        &[&pair],
+    )
+    .await;
     // A new client under the old id would inherit the old one's families.
-    let status = env
-        .create_client(pb::CreateClientRequest {
-            client_id: client.client_id.clone(),
-            name: "successor".to_owned(),
-            client_type: "public".to_owned(),
-            allowed_scopes: vec!["read".to_owned()],
-            reuse_policy: String::new(),
-        })
-        .await
-        .expect_err("a deleted id stays reserved");
-    assert_operator_refused(
+    env.check(
         "CreateClient with a deleted id",
-        &status,
-        Code::AlreadyExists,
-        "CLIENT_EXISTS",
-    );
-    assert_eq!(env.snapshot(&pair).await, before, "state changed");
+        create_request(&client.client_id, "successor", "public", &["read"], ""),
+        CLIENT_EXISTS,
+        &sent,
+        &[&pair],
+    )
+    .await;
+    assert_eq!(env.snapshot(&[&pair]).await, before, "state changed");
 }
