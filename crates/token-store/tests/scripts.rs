@@ -30,8 +30,10 @@ const DAY: u64 = 24 * HOUR;
 const NOW: u64 = 1_700_000_000_000;
 /// Idle TTL of the standard family.
 const IDLE: u64 = DAY;
+/// Absolute lifetime of the standard family.
+const LIFETIME: u64 = 30 * DAY;
 /// Absolute expiry of the standard family.
-const ABSOLUTE: u64 = NOW + 30 * DAY;
+const ABSOLUTE: u64 = NOW + LIFETIME;
 const GRACE: u64 = 10_000;
 const CLIENT: &str = "web";
 const OTHER_CLIENT: &str = "mobile";
@@ -59,6 +61,7 @@ impl Harness {
             timeout: Duration::from_secs(5),
             key_prefix: "s:".into(),
             replica_wait: None,
+            high_water_permille: token_store::DEFAULT_HIGH_WATER_PERMILLE,
         })?;
         let conn = redis::Client::open(redis.url())?
             .get_multiplexed_async_connection()
@@ -209,9 +212,9 @@ fn standard_family(family: FamilyId) -> NewFamily {
         family,
         client_id: CLIENT.into(),
         scopes: scopes(),
-        now_ms: NOW,
+        fixed_now_ms: Some(NOW),
         key_id: "k1".into(),
-        absolute_expiry_ms: ABSOLUTE,
+        absolute_ttl_ms: LIFETIME,
         idle_ttl_ms: IDLE,
     }
 }
@@ -237,7 +240,8 @@ fn refresh(family: FamilyId, presented_generation: u64, now_ms: u64) -> RotateRe
         family,
         presented_generation,
         client_id: CLIENT,
-        now_ms,
+        fixed_now_ms: Some(now_ms),
+        stamp_ms: now_ms,
         grace_ms: GRACE,
         idle_ttl_ms: IDLE,
         signing_key_id: "k2",
@@ -308,7 +312,7 @@ async fn issue_ttl_is_capped_by_the_absolute_expiry_when_that_comes_first() -> a
     let mut h = Harness::start().await?;
     let family = FamilyId::random();
     let new = NewFamily {
-        absolute_expiry_ms: NOW + HOUR,
+        absolute_ttl_ms: HOUR,
         ..standard_family(family)
     };
     h.store.create_family(&new).await?;
@@ -333,7 +337,7 @@ async fn issue_refuses_to_overwrite_an_existing_family() -> anyhow::Result<()> {
     // Same id, everything else different: the store reports a broken invariant.
     let intruder = NewFamily {
         client_id: OTHER_CLIENT.into(),
-        now_ms: NOW + 5,
+        fixed_now_ms: Some(NOW + 5),
         key_id: "k9".into(),
         idle_ttl_ms: 2 * IDLE,
         ..standard_family(family)
@@ -346,7 +350,7 @@ async fn issue_refuses_to_overwrite_an_existing_family() -> anyhow::Result<()> {
         .invoke(
             &scripts::ISSUE,
             &key,
-            &[&OTHER_CLIENT, &"", &(NOW + 5), &"k9", &ABSOLUTE, &IDLE],
+            &[&OTHER_CLIENT, &"", &(NOW + 5), &"k9", &LIFETIME, &IDLE],
         )
         .await;
     assert_invalid(direct, "issue: family already exists", "duplicate");
@@ -363,49 +367,49 @@ async fn issue_rejects_invalid_arguments_and_writes_nothing() -> anyhow::Result<
     let cases: [(&str, [&dyn Display; 6]); 12] = [
         (
             "non-numeric now",
-            [&CLIENT, &"read", &"soon", &"k1", &ABSOLUTE, &IDLE],
+            [&CLIENT, &"read", &"soon", &"k1", &LIFETIME, &IDLE],
         ),
-        ("idle 0", [&CLIENT, &"read", &NOW, &"k1", &ABSOLUTE, &0]),
+        ("idle 0", [&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &0]),
         (
             "negative idle",
-            [&CLIENT, &"read", &NOW, &"k1", &ABSOLUTE, &-1],
+            [&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &-1],
         ),
         (
             "non-numeric idle",
-            [&CLIENT, &"read", &NOW, &"k1", &ABSOLUTE, &"day"],
+            [&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &"day"],
         ),
         (
-            "absolute expiry == now",
-            [&CLIENT, &"read", &NOW, &"k1", &NOW, &IDLE],
+            "absolute lifetime 0",
+            [&CLIENT, &"read", &NOW, &"k1", &0, &IDLE],
         ),
         (
-            "absolute expiry < now",
-            [&CLIENT, &"read", &NOW, &"k1", &(NOW - 1), &IDLE],
+            "negative absolute lifetime",
+            [&CLIENT, &"read", &NOW, &"k1", &-1, &IDLE],
         ),
         (
             "empty client",
-            [&"", &"read", &NOW, &"k1", &ABSOLUTE, &IDLE],
+            [&"", &"read", &NOW, &"k1", &LIFETIME, &IDLE],
         ),
         (
             "empty key id",
-            [&CLIENT, &"read", &NOW, &"", &ABSOLUTE, &IDLE],
+            [&CLIENT, &"read", &NOW, &"", &LIFETIME, &IDLE],
         ),
         // A space inside an id would shift every later field of the record.
         (
             "key id with a space",
-            [&CLIENT, &"read", &NOW, &"k 1", &ABSOLUTE, &IDLE],
+            [&CLIENT, &"read", &NOW, &"k 1", &LIFETIME, &IDLE],
         ),
         (
             "key id with a trailing space",
-            [&CLIENT, &"read", &NOW, &"k1 ", &ABSOLUTE, &IDLE],
+            [&CLIENT, &"read", &NOW, &"k1 ", &LIFETIME, &IDLE],
         ),
         (
             "client with a space",
-            [&"we b", &"read", &NOW, &"k1", &ABSOLUTE, &IDLE],
+            [&"we b", &"read", &NOW, &"k1", &LIFETIME, &IDLE],
         ),
         (
             "client with a leading space",
-            [&" web", &"read", &NOW, &"k1", &ABSOLUTE, &IDLE],
+            [&" web", &"read", &NOW, &"k1", &LIFETIME, &IDLE],
         ),
     ];
     for (case, args) in cases {
@@ -420,10 +424,10 @@ async fn issue_rejects_invalid_arguments_and_writes_nothing() -> anyhow::Result<
         .invoke(
             &scripts::ISSUE,
             &key,
-            &[&CLIENT, &"", &NOW, &"k1", &ABSOLUTE, &IDLE],
+            &[&CLIENT, &"", &NOW, &"k1", &LIFETIME, &IDLE],
         )
         .await?;
-    assert_eq!(reply, ["created"]);
+    assert_eq!(reply, ["created", &NOW.to_string(), &ABSOLUTE.to_string()]);
     // No scopes: the record ends at the client id, without a trailing space.
     assert_eq!(
         h.record(&key).await?,
@@ -811,7 +815,9 @@ async fn rotate_revoked_family_is_revoked_whoever_asks_and_changes_nothing() -> 
     let family = FamilyId::random();
     let key = h.issue(family).await?;
     assert_eq!(
-        h.store.revoke(family, CLIENT, "logout", NOW + 1).await?,
+        h.store
+            .revoke(family, CLIENT, "logout", Some(NOW + 1))
+            .await?,
         RevokeOutcome::Revoked
     );
     let before = h.snapshot(&key).await?;
@@ -1019,8 +1025,8 @@ async fn rotate_returns_large_generations_and_times_as_exact_integer_strings() -
     let family = FamilyId::random();
     h.store
         .create_family(&NewFamily {
-            now_ms: FAR,
-            absolute_expiry_ms: FAR_EXPIRY,
+            fixed_now_ms: Some(FAR),
+            absolute_ttl_ms: FAR_EXPIRY - FAR,
             ..standard_family(family)
         })
         .await?;
@@ -1148,8 +1154,8 @@ async fn rotate_returns_large_generations_and_times_as_exact_integer_strings() -
     let other = FamilyId::random();
     h.store
         .create_family(&NewFamily {
-            now_ms: BIG,
-            absolute_expiry_ms: BIG + 30 * DAY,
+            fixed_now_ms: Some(BIG),
+            absolute_ttl_ms: 30 * DAY,
             ..standard_family(other)
         })
         .await?;
@@ -1159,7 +1165,9 @@ async fn rotate_returns_large_generations_and_times_as_exact_integer_strings() -
         "1 4503599627370496 k1 4503602219370496 a web read write"
     );
     assert_eq!(
-        h.store.revoke(other, CLIENT, "logout", BIG + 1).await?,
+        h.store
+            .revoke(other, CLIENT, "logout", Some(BIG + 1))
+            .await?,
         RevokeOutcome::Revoked
     );
     assert_eq!(
@@ -1188,7 +1196,7 @@ async fn revoke_active_family_records_reason_and_time_and_keeps_the_ttl() -> any
 
     let at = t1 + 5;
     assert_eq!(
-        h.store.revoke(family, CLIENT, "logout", at).await?,
+        h.store.revoke(family, CLIENT, "logout", Some(at)).await?,
         RevokeOutcome::Revoked
     );
     // Only the status changes, to "r:<reason>:<now>"; the key's expiry deadline stays exactly
@@ -1217,7 +1225,9 @@ async fn revoke_twice_is_already_revoked_and_keeps_the_first_record() -> anyhow:
     let mut h = Harness::start().await?;
     let family = FamilyId::random();
     let key = h.issue(family).await?;
-    h.store.revoke(family, CLIENT, "logout", NOW + 1).await?;
+    h.store
+        .revoke(family, CLIENT, "logout", Some(NOW + 1))
+        .await?;
     let before = h.snapshot(&key).await?;
     assert_eq!(
         before.0,
@@ -1231,7 +1241,9 @@ async fn revoke_twice_is_already_revoked_and_keeps_the_first_record() -> anyhow:
     // retried revocation covers it.
     let sets = h.set_calls().await?;
     assert_eq!(
-        h.store.revoke(family, CLIENT, "admin", NOW + 2).await?,
+        h.store
+            .revoke(family, CLIENT, "admin", Some(NOW + 2))
+            .await?,
         RevokeOutcome::AlreadyRevoked
     );
     assert_eq!(h.snapshot(&key).await?, before);
@@ -1248,7 +1260,9 @@ async fn revoke_twice_is_already_revoked_and_keeps_the_first_record() -> anyhow:
     );
     let before = h.snapshot(&reused_key).await?;
     assert_eq!(
-        h.store.revoke(reused, CLIENT, "logout", NOW + 4).await?,
+        h.store
+            .revoke(reused, CLIENT, "logout", Some(NOW + 4))
+            .await?,
         RevokeOutcome::AlreadyRevoked
     );
     assert_eq!(h.snapshot(&reused_key).await?, before);
@@ -1268,7 +1282,7 @@ async fn revoke_unknown_family_is_not_found_and_creates_nothing() -> anyhow::Res
     let mut h = Harness::start().await?;
     let family = FamilyId::random();
     assert_eq!(
-        h.store.revoke(family, CLIENT, "logout", NOW).await?,
+        h.store.revoke(family, CLIENT, "logout", Some(NOW)).await?,
         RevokeOutcome::NotFound
     );
     assert!(!h.exists(&h.family_key(family)).await?);
@@ -1284,14 +1298,16 @@ async fn revoke_by_another_client_is_a_mismatch_and_changes_nothing() -> anyhow:
 
     assert_eq!(
         h.store
-            .revoke(family, OTHER_CLIENT, "logout", NOW + 1)
+            .revoke(family, OTHER_CLIENT, "logout", Some(NOW + 1))
             .await?,
         RevokeOutcome::ClientMismatch
     );
     assert_eq!(h.snapshot(&key).await?, before);
     // Still revocable by its owner afterwards.
     assert_eq!(
-        h.store.revoke(family, CLIENT, "logout", NOW + 2).await?,
+        h.store
+            .revoke(family, CLIENT, "logout", Some(NOW + 2))
+            .await?,
         RevokeOutcome::Revoked
     );
     Ok(())
@@ -1417,7 +1433,7 @@ async fn rotate_and_revoke_answer_an_error_on_a_corrupt_record_and_leave_it_unch
             .invoke(
                 &scripts::ISSUE,
                 &key,
-                &[&CLIENT, &"read", &NOW, &"k1", &ABSOLUTE, &IDLE],
+                &[&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &IDLE],
             )
             .await;
         assert_invalid(result, "issue: family already exists", record);
@@ -1432,7 +1448,7 @@ async fn rotate_and_revoke_answer_an_error_on_a_corrupt_record_and_leave_it_unch
         assert!(matches!(err, StoreError::Corrupt(_)), "{record:?}: {err:?}");
         let err = h
             .store
-            .revoke(family, CLIENT, "logout", NOW + 1)
+            .revoke(family, CLIENT, "logout", Some(NOW + 1))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{record:?}: {err:?}");
@@ -1495,7 +1511,7 @@ async fn a_family_left_in_the_old_hash_format_is_an_error_and_stays_as_it_was() 
         .invoke(
             &scripts::ISSUE,
             &key,
-            &[&CLIENT, &"read", &NOW, &"k1", &ABSOLUTE, &IDLE],
+            &[&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &IDLE],
         )
         .await;
     assert_invalid(result, "issue: family already exists", "issue on a hash");
@@ -1585,7 +1601,9 @@ async fn records_written_by_the_scripts_round_trip_through_family_record() -> an
     let bare_key = h.family_key(bare);
     let at = NOW + 5;
     assert_eq!(
-        h.store.revoke(bare, CLIENT, "user_logout-1", at).await?,
+        h.store
+            .revoke(bare, CLIENT, "user_logout-1", Some(at))
+            .await?,
         RevokeOutcome::Revoked
     );
     let record = h.record(&bare_key).await?;
@@ -1625,7 +1643,7 @@ async fn issue_refuses_a_key_id_with_a_tab_or_stores_it_readably() -> anyhow::Re
         .invoke(
             &scripts::ISSUE,
             &key,
-            &[&CLIENT, &"read write", &NOW, &"k\t1", &ABSOLUTE, &IDLE],
+            &[&CLIENT, &"read write", &NOW, &"k\t1", &LIFETIME, &IDLE],
         )
         .await;
     if result.is_ok() {
@@ -1715,7 +1733,7 @@ async fn issue_refuses_a_client_id_with_a_tab_or_keeps_the_family_that_clients()
         .invoke(
             &scripts::ISSUE,
             &key,
-            &[&"we\tb", &"read", &NOW, &"k1", &ABSOLUTE, &IDLE],
+            &[&"we\tb", &"read", &NOW, &"k1", &LIFETIME, &IDLE],
         )
         .await;
     if result.is_ok() {
@@ -2012,7 +2030,7 @@ async fn issue_with_a_fractional_idle_ttl_is_refused_and_writes_nothing() -> any
         .invoke(
             &scripts::ISSUE,
             &key,
-            &[&CLIENT, &"read", &NOW, &"k1", &ABSOLUTE, &"1.5"],
+            &[&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &"1.5"],
         )
         .await;
     assert!(result.is_err(), "{result:?}");
