@@ -1,297 +1,58 @@
-//! The Lua scripts' own tests, against a real `redis-server` (one per test).
+//! The Lua scripts' own tests, against a real `redis-server` (one per test): a specification
+//! of each script, mostly as tables.
 //!
-//! Each test drives a script through [`RedisStore`] where the typed API can express the case,
-//! and invokes it directly where it cannot (invalid arguments, exact reply strings). Every test
-//! checks the outcome *and* the stored state afterwards: a family is one string (the record of
-//! [`family_record`], read with `GET`), a client one hash (read with `HGETALL`). "Nothing
-//! changed" is checked with a [`Harness::snapshot`]: the whole record plus `PEXPIRETIME`, the
-//! absolute deadline of the key, which does not move with the wall clock (unlike `PTTL`), so the
-//! comparison is exact and untimed.
+//! A table row names its case, the family as the call finds it (the script calls that made it,
+//! and the record they must have left), the call, the reply, and the family key after it:
+//! unchanged (no SET ran, same record, same `PEXPIRETIME`), written again as it was, absent, or
+//! a given record with its deadline kept or its TTL set again. Each row runs on a family of its
+//! own, once through the script with exact reply strings and once through `RedisStore`'s typed
+//! API (rows that set argument slots the typed API cannot express run through the script only).
+//! The machinery is in `scripts_support`.
 //!
-//! Time is a script argument, so `now` values are chosen freely; nothing waits. The real TTLs
-//! set by these tests are hours or days, so no key can lapse while a test runs.
+//! Time is a script argument (or '' for Redis's own clock, see
+//! `an_empty_now_is_redis_time_in_issue_rotate_and_revoke`), so `now` values are chosen
+//! freely and nothing waits. The real TTLs set here are hours or days, so no key can lapse
+//! while a test runs.
+
+#[macro_use]
+mod scripts_support;
 
 use std::collections::BTreeMap;
-use std::fmt::Display;
-use std::time::Duration;
 
-use deadpool_redis::redis::{self, RedisError, Script, Value, aio::MultiplexedConnection};
-use test_support::RedisServer;
-use token_core::store::{
-    Current, FamilyState, FamilyStatus, NewFamily, Reuse, RevokeOutcome, RotateOutcome,
-    RotateRequest, Rotation,
-};
+use deadpool_redis::redis;
+use scripts_support::*;
+use token_core::store::{FamilyState, FamilyStatus, Reuse, RevokeOutcome, RotateOutcome, Rotation};
 use token_core::{Client, ClientType, FamilyId, ReusePolicy, Scopes, Store, StoreError};
-use token_store::{RedisStore, StoreConfig, family_record, scripts};
+use token_store::{DEFAULT_HIGH_WATER_PERMILLE, family_record, scripts};
 
-const HOUR: u64 = 3_600_000;
-const DAY: u64 = 24 * HOUR;
-/// Issue time of the standard family.
-const NOW: u64 = 1_700_000_000_000;
-/// Idle TTL of the standard family.
-const IDLE: u64 = DAY;
-/// Absolute lifetime of the standard family.
-const LIFETIME: u64 = 30 * DAY;
-/// Absolute expiry of the standard family.
-const ABSOLUTE: u64 = NOW + LIFETIME;
-const GRACE: u64 = 10_000;
-const CLIENT: &str = "web";
-const OTHER_CLIENT: &str = "mobile";
+use scripts_support::After::{KeptTtl, NewTtl, NoFamily, Rewritten, Unchanged};
 
-/// A Redis hash as read by HGETALL (clients).
-type Hash = BTreeMap<String, String>;
+const EXPIRED: RotateOutcome = RotateOutcome::Expired;
+const REVOKED: RotateOutcome = RotateOutcome::Revoked;
+const MISMATCH: RotateOutcome = RotateOutcome::ClientMismatch;
+const REUSED: RotateOutcome = RotateOutcome::Reused(Reuse::FamilyRevoked);
+const STALE: RotateOutcome = RotateOutcome::Reused(Reuse::StaleDuplicate);
+const REFUSED: RotateOutcome = RotateOutcome::Reused(Reuse::Refused);
 
-/// A family key's record (`None`: no key) and its `PEXPIRETIME` (-1: no expiry, -2: no key).
-type Snapshot = (Option<String>, i64);
-
-/// One redis-server, the store over it, and a raw connection for direct script calls and reads.
-struct Harness {
-    store: RedisStore,
-    conn: MultiplexedConnection,
-    /// Declared last so that it is dropped (killed) after the pool and the connection.
-    _redis: RedisServer,
-}
-
-impl Harness {
-    async fn start() -> anyhow::Result<Self> {
-        let redis = RedisServer::start();
-        let store = RedisStore::new(&StoreConfig {
-            url: redis.url(),
-            pool_size: 2,
-            timeout: Duration::from_secs(5),
-            key_prefix: "s:".into(),
-            replica_wait: None,
-            high_water_permille: token_store::DEFAULT_HIGH_WATER_PERMILLE,
-        })?;
-        let conn = redis::Client::open(redis.url())?
-            .get_multiplexed_async_connection()
-            .await?;
-        Ok(Self {
-            store,
-            conn,
-            _redis: redis,
-        })
-    }
-
-    fn family_key(&self, family: FamilyId) -> String {
-        self.store.keys().family(family)
-    }
-
-    fn client_key(&self, client_id: &str) -> String {
-        self.store.keys().client(client_id)
-    }
-
-    async fn hgetall(&mut self, key: &str) -> anyhow::Result<Hash> {
-        Ok(redis::cmd("HGETALL")
-            .arg(key)
-            .query_async(&mut self.conn)
-            .await?)
-    }
-
-    async fn pttl(&mut self, key: &str) -> anyhow::Result<i64> {
-        Ok(redis::cmd("PTTL")
-            .arg(key)
-            .query_async(&mut self.conn)
-            .await?)
-    }
-
-    async fn exists(&mut self, key: &str) -> anyhow::Result<bool> {
-        let n: i64 = redis::cmd("EXISTS")
-            .arg(key)
-            .query_async(&mut self.conn)
-            .await?;
-        Ok(n == 1)
-    }
-
-    /// The raw value of a string key (a family record), `None` if there is no key. Fails on a
-    /// key of another type (WRONGTYPE), so a family left as a hash cannot pass for a record.
-    async fn get(&mut self, key: &str) -> anyhow::Result<Option<String>> {
-        Ok(redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut self.conn)
-            .await?)
-    }
-
-    /// The family record at `key`, which must exist.
-    async fn record(&mut self, key: &str) -> anyhow::Result<String> {
-        self.get(key)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no family record at {key}"))
-    }
-
-    /// How many SET commands Redis has run, scripts' included (`INFO commandstats`).
-    async fn set_calls(&mut self) -> anyhow::Result<u64> {
-        let stats: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut self.conn)
-            .await?;
-        let calls = stats
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(Ok(0), str::parse)?;
-        Ok(calls)
-    }
-
-    /// The family at `key` as Rust decodes its record.
-    async fn decoded(&mut self, key: &str) -> anyhow::Result<FamilyState> {
-        Ok(family_record::decode(&self.record(key).await?)?)
-    }
-
-    /// The whole record and the absolute expiry deadline (`PEXPIRETIME`, ms since the epoch;
-    /// -1 for none, -2 for no key). Two equal snapshots mean neither the state nor the TTL
-    /// changed.
-    async fn snapshot(&mut self, key: &str) -> anyhow::Result<Snapshot> {
-        let record = self.get(key).await?;
-        Ok((record, self.deadline(key).await?))
-    }
-
-    /// `PEXPIRETIME`: the key's absolute expiry deadline, ms since the epoch (-1: none, -2: no
-    /// key).
-    async fn deadline(&mut self, key: &str) -> anyhow::Result<i64> {
-        Ok(redis::cmd("PEXPIRETIME")
-            .arg(key)
-            .query_async(&mut self.conn)
-            .await?)
-    }
-
-    /// Invokes a script directly with arbitrary (possibly invalid) string arguments.
-    async fn invoke(
-        &mut self,
-        script: &Script,
-        key: &str,
-        args: &[&dyn Display],
-    ) -> Result<Vec<String>, RedisError> {
-        let mut invocation = script.key(key);
-        for arg in args {
-            invocation.arg(arg.to_string());
-        }
-        invocation
-            .invoke_async::<Value>(&mut self.conn)
-            .await
-            .map(texts)
-    }
-
-    /// Creates the standard family (see [`standard_family`]).
-    async fn issue(&mut self, family: FamilyId) -> anyhow::Result<String> {
-        self.store.create_family(&standard_family(family)).await?;
-        Ok(self.family_key(family))
-    }
-
-    async fn rotate(&self, request: RotateRequest<'_>) -> anyhow::Result<RotateOutcome> {
-        Ok(self.store.rotate(&request).await?)
-    }
-}
-
-/// A script reply flattened to strings: an array becomes its elements, a scalar one element.
-fn texts(value: Value) -> Vec<String> {
-    match value {
-        Value::Array(items) => items.into_iter().flat_map(texts).collect(),
-        Value::BulkString(bytes) => vec![String::from_utf8(bytes).expect("UTF-8 reply")],
-        Value::SimpleString(text) => vec![text],
-        Value::Int(n) => vec![n.to_string()],
-        Value::Nil => vec![],
-        other => panic!("unexpected reply {other:?}"),
-    }
-}
-
-fn hash(pairs: &[(&str, &str)]) -> Hash {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-fn scopes() -> Scopes {
-    Scopes::parse("scopes", &["write", "read"]).expect("valid scopes")
-}
-
-/// Family at generation 1: client `web`, issued at `NOW`, key `k1`, idle `IDLE`.
-fn standard_family(family: FamilyId) -> NewFamily {
-    NewFamily {
-        family,
-        client_id: CLIENT.into(),
-        scopes: scopes(),
-        fixed_now_ms: Some(NOW),
-        key_id: "k1".into(),
-        absolute_ttl_ms: LIFETIME,
-        idle_ttl_ms: IDLE,
-    }
-}
-
-/// The record `issue.lua` writes for [`standard_family`]:
-/// `<generation> <rotated at> <key id> <absolute expiry> <status> <client id> <scopes>`.
-fn standard_record() -> String {
-    format!("1 {NOW} k1 {ABSOLUTE} a {CLIENT} read write")
-}
-
-/// `hash` with some fields replaced or added.
-fn with(mut hash: Hash, changes: &[(&str, &str)]) -> Hash {
-    for (k, v) in changes {
-        hash.insert((*k).to_owned(), (*v).to_owned());
-    }
-    hash
-}
-
-/// A refresh by the owning client with the standard idle TTL, grace and policy; tests override
-/// fields with struct update syntax.
-fn refresh(family: FamilyId, presented_generation: u64, now_ms: u64) -> RotateRequest<'static> {
-    RotateRequest {
-        family,
-        presented_generation,
-        client_id: CLIENT,
-        fixed_now_ms: Some(now_ms),
-        stamp_ms: now_ms,
-        grace_ms: GRACE,
-        idle_ttl_ms: IDLE,
-        signing_key_id: "k2",
-        reuse_policy: ReusePolicy::RevokeFamily,
-    }
-}
-
-fn issued(rotation: Rotation, generation: u64, rotated_at_ms: u64, key_id: &str) -> RotateOutcome {
-    RotateOutcome::Issued(
-        rotation,
-        Current {
-            generation,
-            rotated_at_ms,
-            key_id: key_id.into(),
-            scopes: scopes(),
-            absolute_expiry_ms: ABSOLUTE,
-        },
-    )
-}
-
-fn assert_invalid(result: Result<Vec<String>, RedisError>, expected: &str, case: &str) {
-    match result {
-        Ok(reply) => panic!("{case}: expected an error reply, got {reply:?}"),
-        Err(err) => assert!(
-            err.to_string().contains(expected),
-            "{case}: expected {expected:?} in the error, got {err}"
-        ),
-    }
+/// PTTL bounds of a key whose TTL was just set to `ms`.
+fn up_to(ms: u64) -> std::ops::RangeInclusive<i64> {
+    1..=ms as i64
 }
 
 // ---------------------------------------------------------------------------------------------
 // issue.lua
 
 #[tokio::test]
-async fn issue_creates_generation_one_with_every_field_and_an_idle_bounded_ttl()
--> anyhow::Result<()> {
+async fn issue_writes_one_string_key_named_after_the_family() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
     let family = FamilyId::random();
     let key = h.issue(family).await?;
     assert_eq!(key, format!("s:{{{family}}}"));
-
     assert_eq!(h.record(&key).await?, standard_record());
-    // One string key per family, nothing else written.
-    let keys: i64 = redis::cmd("DBSIZE").query_async(&mut h.conn).await?;
-    assert_eq!(keys, 1);
-    // The TTL is min(idle, x - now); here idle (1 day) is the smaller.
+    assert_eq!(h.cmd::<i64>(&["DBSIZE"]).await?, 1, "one key, nothing else");
+    // The TTL is min(idle, lifetime); here idle (1 day) is the smaller.
     let pttl = h.pttl(&key).await?;
-    assert!(pttl > 0 && pttl <= IDLE as i64, "PTTL {pttl}");
-
-    // The typed read sees the same family.
+    assert!(up_to(IDLE).contains(&pttl), "PTTL {pttl}");
     assert_eq!(
         h.store.family(family).await?,
         Some(FamilyState {
@@ -308,872 +69,348 @@ async fn issue_creates_generation_one_with_every_field_and_an_idle_bounded_ttl()
 }
 
 #[tokio::test]
-async fn issue_ttl_is_capped_by_the_absolute_expiry_when_that_comes_first() -> anyhow::Result<()> {
+async fn issue_creates_generation_one_and_never_overwrites() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let new = NewFamily {
-        absolute_ttl_ms: HOUR,
-        ..standard_family(family)
-    };
-    h.store.create_family(&new).await?;
-    let key = h.family_key(family);
-
-    assert_eq!(
-        h.record(&key).await?,
-        format!("1 {NOW} k1 {} a {CLIENT} read write", NOW + HOUR)
-    );
-    let pttl = h.pttl(&key).await?;
-    assert!(pttl > 0 && pttl <= HOUR as i64, "PTTL {pttl}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn issue_refuses_to_overwrite_an_existing_family() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let before = h.snapshot(&key).await?;
-
-    // Same id, everything else different: the store reports a broken invariant.
-    let intruder = NewFamily {
-        client_id: OTHER_CLIENT.into(),
-        fixed_now_ms: Some(NOW + 5),
-        key_id: "k9".into(),
-        idle_ttl_ms: 2 * IDLE,
-        ..standard_family(family)
-    };
-    let err = h.store.create_family(&intruder).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
-
-    // The script itself answers with an error reply.
-    let direct = h
-        .invoke(
-            &scripts::ISSUE,
-            &key,
-            &[&OTHER_CLIENT, &"", &(NOW + 5), &"k9", &LIFETIME, &IDLE],
-        )
-        .await;
-    assert_invalid(direct, "issue: family already exists", "duplicate");
-
-    assert_eq!(h.snapshot(&key).await?, before);
-    Ok(())
+    let exists = || Expect::Error("issue: family already exists");
+    let intruder = issue().by(OTHER_CLIENT).at(NOW + 5).key("k9");
+    let capped = format!("1 {NOW} k1 {} a {CLIENT} read write", NOW + HOUR);
+    #[rustfmt::skip]
+    let rows = [
+        // (case,
+        //     the family before, the call,               the answer,               the family after)
+        row("the standard family; its TTL is the idle TTL, the smaller",
+            no_family(), issue(),                         created(NOW, ABSOLUTE),   NewTtl(standard_record(), up_to(IDLE))),
+        row("a lifetime shorter than the idle TTL caps the TTL",
+            no_family(), issue().lifetime(HOUR),          created(NOW, NOW + HOUR), NewTtl(capped, up_to(HOUR))),
+        row("no scopes: the record ends at the client id, without a trailing space",
+            no_family(), issue().scopes(""),              created(NOW, ABSOLUTE),
+            NewTtl(format!("1 {NOW} k1 {ABSOLUTE} a {CLIENT}"), up_to(IDLE))),
+        row("the id exists: refused, whatever else differs",
+            issued(),    intruder.idle(2 * IDLE),         exists(),                 Unchanged),
+        row("the id exists: refused, also with no scopes",
+            issued(),    intruder.scopes(""),             exists(),                 Unchanged),
+    ];
+    h.run(&rows).await
 }
 
 #[tokio::test]
 async fn issue_rejects_invalid_arguments_and_writes_nothing() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let key = h.family_key(FamilyId::random());
-    // ARGV: client, scopes, now, key id, absolute expiry, idle.
-    let cases: [(&str, [&dyn Display; 6]); 12] = [
-        (
-            "non-numeric now",
-            [&CLIENT, &"read", &"soon", &"k1", &LIFETIME, &IDLE],
+    // ARGV: 1 client, 2 scopes, 3 now, 4 key id, 5 absolute lifetime, 6 idle TTL,
+    // 7 high-water mark (permille, optional).
+    let baseline = issue().scopes("read");
+    let invalid = |case, slots: &[(usize, &str)]| {
+        let refused = Expect::Error("issue: invalid arguments");
+        row(case, no_family(), baseline, refused, NoFamily).args(slots)
+    };
+    let rows = [
+        row(
+            "baseline: created",
+            no_family(),
+            baseline,
+            created(NOW, ABSOLUTE),
+            NewTtl(
+                format!("1 {NOW} k1 {ABSOLUTE} a {CLIENT} read"),
+                up_to(IDLE),
+            ),
         ),
-        ("idle 0", [&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &0]),
-        (
-            "negative idle",
-            [&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &-1],
-        ),
-        (
-            "non-numeric idle",
-            [&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &"day"],
-        ),
-        (
-            "absolute lifetime 0",
-            [&CLIENT, &"read", &NOW, &"k1", &0, &IDLE],
-        ),
-        (
-            "negative absolute lifetime",
-            [&CLIENT, &"read", &NOW, &"k1", &-1, &IDLE],
-        ),
-        (
-            "empty client",
-            [&"", &"read", &NOW, &"k1", &LIFETIME, &IDLE],
-        ),
-        (
-            "empty key id",
-            [&CLIENT, &"read", &NOW, &"", &LIFETIME, &IDLE],
-        ),
+        invalid("non-numeric now", &[(3, "soon")]),
+        invalid("idle 0", &[(6, "0")]),
+        invalid("negative idle", &[(6, "-1")]),
+        invalid("non-numeric idle", &[(6, "day")]),
+        // Refused before the first write: a fraction would only fail at PEXPIRE/SET PX.
+        invalid("fractional idle", &[(6, "1.5")]),
+        invalid("absolute lifetime 0", &[(5, "0")]),
+        invalid("negative absolute lifetime", &[(5, "-1")]),
+        invalid("non-numeric absolute lifetime", &[(5, "month")]),
+        invalid("fractional absolute lifetime", &[(5, "1.5")]),
+        invalid("empty client", &[(1, "")]),
+        invalid("empty key id", &[(4, "")]),
         // A space inside an id would shift every later field of the record.
-        (
-            "key id with a space",
-            [&CLIENT, &"read", &NOW, &"k 1", &LIFETIME, &IDLE],
-        ),
-        (
-            "key id with a trailing space",
-            [&CLIENT, &"read", &NOW, &"k1 ", &LIFETIME, &IDLE],
-        ),
-        (
-            "client with a space",
-            [&"we b", &"read", &NOW, &"k1", &LIFETIME, &IDLE],
-        ),
-        (
-            "client with a leading space",
-            [&" web", &"read", &NOW, &"k1", &LIFETIME, &IDLE],
-        ),
+        invalid("key id with a space", &[(4, "k 1")]),
+        invalid("key id with a trailing space", &[(4, "k1 ")]),
+        invalid("client with a space", &[(1, "we b")]),
+        invalid("client with a leading space", &[(1, " web")]),
+        invalid("high-water mark over 1000", &[(7, "1001")]),
+        invalid("non-numeric high-water mark", &[(7, "x")]),
+        invalid("negative high-water mark", &[(7, "-1")]),
+        invalid("fractional high-water mark", &[(7, "1.5")]),
+        // Unlike rotate.lua's stamp, an empty mark is not "absent".
+        invalid("empty high-water mark", &[(7, "")]),
     ];
-    for (case, args) in cases {
-        let result = h.invoke(&scripts::ISSUE, &key, &args).await;
-        assert_invalid(result, "issue: invalid arguments", case);
-        assert!(!h.exists(&key).await?, "{case}: wrote the family");
-    }
-
-    // Control: the same key with valid arguments is created, so the refusals above were about
-    // the arguments alone. Empty scopes are allowed.
-    let reply = h
-        .invoke(
-            &scripts::ISSUE,
-            &key,
-            &[&CLIENT, &"", &NOW, &"k1", &LIFETIME, &IDLE],
-        )
-        .await?;
-    assert_eq!(reply, ["created", &NOW.to_string(), &ABSOLUTE.to_string()]);
-    // No scopes: the record ends at the client id, without a trailing space.
-    assert_eq!(
-        h.record(&key).await?,
-        format!("1 {NOW} k1 {ABSOLUTE} a {CLIENT}")
-    );
-    Ok(())
+    h.run(&rows).await
 }
 
 // ---------------------------------------------------------------------------------------------
-// rotate.lua: the state machine, row by row
+// rotate.lua: the state machine, row by row (DESIGN.md)
 
 #[tokio::test]
-async fn rotate_current_generation_advances_and_resets_the_ttl() -> anyhow::Result<()> {
+async fn rotate_follows_the_refresh_state_machine() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let t1 = NOW + 1_000;
-
-    // A longer idle TTL than at issue: a PTTL above the old bound proves the TTL was set again.
-    let outcome = h
-        .rotate(RotateRequest {
-            idle_ttl_ms: 2 * IDLE,
-            ..refresh(family, 1, t1)
-        })
-        .await?;
-    assert_eq!(outcome, issued(Rotation::Rotated, 2, t1, "k2"));
-    assert_eq!(
-        h.record(&key).await?,
-        format!("2 {t1} k2 {ABSOLUTE} a {CLIENT} read write")
-    );
-    let pttl = h.pttl(&key).await?;
-    assert!(pttl > IDLE as i64 && pttl <= 2 * IDLE as i64, "PTTL {pttl}");
-
-    // Near the absolute expiry the TTL is capped by x - now instead of the idle TTL.
-    let t2 = ABSOLUTE - HOUR;
-    let outcome = h
-        .rotate(RotateRequest {
-            idle_ttl_ms: 40 * DAY,
-            signing_key_id: "k3",
-            ..refresh(family, 2, t2)
-        })
-        .await?;
-    assert_eq!(outcome, issued(Rotation::Rotated, 3, t2, "k3"));
-    assert_eq!(
-        h.record(&key).await?,
-        format!("3 {t2} k3 {ABSOLUTE} a {CLIENT} read write")
-    );
-    let pttl = h.pttl(&key).await?;
-    assert!(pttl > 0 && pttl <= HOUR as i64, "PTTL {pttl}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_predecessor_within_grace_replays_the_winners_pair_and_changes_nothing()
--> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let t1 = NOW + 1_000;
-    let winner = h.rotate(refresh(family, 1, t1)).await?;
-    assert_eq!(winner, issued(Rotation::Rotated, 2, t1, "k2"));
-    let before = h.snapshot(&key).await?;
-
-    // The loser of the race: same token, a moment later, another signing key current. It gets
-    // the winner's generation, time and key id, so it re-derives the identical pair.
-    let replay = h
-        .rotate(RotateRequest {
-            signing_key_id: "k3",
-            ..refresh(family, 1, t1 + GRACE / 2)
-        })
-        .await?;
-    assert_eq!(replay, issued(Rotation::Replayed, 2, t1, "k2"));
-    assert_eq!(h.snapshot(&key).await?, before);
-
-    // The raw reply carries exactly the stored values.
-    let raw = h
-        .invoke(
-            &scripts::ROTATE,
-            &key,
-            &[
-                &1,
-                &CLIENT,
-                &(t1 + 1),
-                &GRACE,
-                &IDLE,
-                &"k3",
-                &"revoke-family",
-            ],
+    const LONG_IDLE: u64 = 60 * DAY; // only the absolute expiry can apply
+    let two_idle = || IDLE as i64 + 1..=2 * IDLE as i64; // a TTL above the one set at issue
+    let last_moment =
+        || issued().then(rotate(1, NOW + IDLE - 1), rec(2, NOW + IDLE - 1, "k2", "a"));
+    let last_moment_2 = || last_moment().then(rotate(2, NOW + IDLE), rec(3, NOW + IDLE, "k2", "a"));
+    let revoked = || {
+        issued().then(
+            revoke(NOW + 1),
+            rec(1, NOW, "k1", &status("logout", NOW + 1)),
         )
-        .await?;
-    assert_eq!(
-        raw,
-        [
-            "replayed",
-            "2",
-            &t1.to_string(),
-            "k2",
-            "read write",
-            &ABSOLUTE.to_string()
-        ]
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_grace_window_includes_its_last_millisecond_and_not_one_more() -> anyhow::Result<()>
-{
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let t1 = NOW + 1_000;
-    h.rotate(refresh(family, 1, t1)).await?;
-    let before = h.snapshot(&key).await?;
-
-    // now - t == grace: still a replay.
-    let at_edge = h.rotate(refresh(family, 1, t1 + GRACE)).await?;
-    assert_eq!(at_edge, issued(Rotation::Replayed, 2, t1, "k2"));
-    assert_eq!(h.snapshot(&key).await?, before);
-
-    // now - t == grace + 1: reuse, and the default policy revokes the family.
-    let past = t1 + GRACE + 1;
-    let reused = h.rotate(refresh(family, 1, past)).await?;
-    assert_eq!(reused, RotateOutcome::Reused(Reuse::FamilyRevoked));
-    assert_eq!(
-        before.0.as_deref(),
-        Some(format!("2 {t1} k2 {ABSOLUTE} a {CLIENT} read write").as_str())
-    );
-    let (record, deadline) = h.snapshot(&key).await?;
-    // Only the status changes, to "r:reuse:<now>".
-    assert_eq!(
-        record,
-        Some(format!(
-            "2 {t1} k2 {ABSOLUTE} r:reuse:{past} {CLIENT} read write"
-        ))
-    );
-    assert_eq!(deadline, before.1, "revocation must not touch the TTL");
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_with_zero_grace_never_replays_even_at_the_rotation_instant() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let t1 = NOW + 1_000;
-    let no_grace = |p, now| RotateRequest {
-        grace_ms: 0,
-        ..refresh(family, p, now)
     };
-    assert_eq!(
-        h.rotate(no_grace(1, t1)).await?,
-        issued(Rotation::Rotated, 2, t1, "k2")
-    );
-    let before = h.snapshot(&key).await?;
-
-    // now == t, so now - t <= grace holds, yet grace 0 means replays are off.
-    assert_eq!(
-        h.rotate(no_grace(1, t1)).await?,
-        RotateOutcome::Reused(Reuse::FamilyRevoked)
-    );
-    assert_eq!(
-        before.0.as_deref(),
-        Some(format!("2 {t1} k2 {ABSOLUTE} a {CLIENT} read write").as_str())
-    );
-    assert_eq!(
-        h.snapshot(&key).await?,
-        (
-            Some(format!(
-                "2 {t1} k2 {ABSOLUTE} r:reuse:{t1} {CLIENT} read write"
-            )),
-            before.1
+    let reused = || {
+        twice().then(
+            rotate(1, T2 + 1),
+            rec(3, T2, "k2", &status("reuse", T2 + 1)),
         )
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_older_than_the_predecessor_is_reuse_even_within_grace_and_revokes_the_family()
--> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let (t1, t2) = (NOW + 1_000, NOW + 2_000);
-    h.rotate(refresh(family, 1, t1)).await?;
-    h.rotate(refresh(family, 2, t2)).await?;
-    let before = h.snapshot(&key).await?;
-    assert_eq!(
-        before.0.as_deref(),
-        Some(format!("3 {t2} k2 {ABSOLUTE} a {CLIENT} read write").as_str())
-    );
-
-    // Generation 1 is two behind; grace covers only the immediate predecessor.
-    let reuse_at = t2 + 1;
-    assert_eq!(
-        h.rotate(refresh(family, 1, reuse_at)).await?,
-        RotateOutcome::Reused(Reuse::FamilyRevoked)
-    );
-    let revoked = Some(format!(
-        "3 {t2} k2 {ABSOLUTE} r:reuse:{reuse_at} {CLIENT} read write"
-    ));
-    assert_eq!(h.snapshot(&key).await?, (revoked.clone(), before.1));
-
-    // The family is dead for everyone, including the current generation's holder.
-    assert_eq!(
-        h.rotate(refresh(family, 3, reuse_at + 1)).await?,
-        RotateOutcome::Revoked
-    );
-    assert_eq!(h.snapshot(&key).await?, (revoked, before.1));
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_reuse_under_reject_only_refuses_the_token_and_keeps_the_family()
--> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let (t1, t2) = (NOW + 1_000, NOW + 2_000);
-    h.rotate(refresh(family, 1, t1)).await?;
-    h.rotate(refresh(family, 2, t2)).await?;
-    let before = h.snapshot(&key).await?;
-    let reject_only = |p, now| RotateRequest {
-        reuse_policy: ReusePolicy::RejectOnly,
-        ..refresh(family, p, now)
     };
-
-    // p < g-1 ...
-    assert_eq!(
-        h.rotate(reject_only(1, t2 + 1)).await?,
-        RotateOutcome::Reused(Reuse::Refused)
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    // ... and p == g-1 past grace: refused, family untouched.
-    assert_eq!(
-        h.rotate(reject_only(2, t2 + GRACE + 1)).await?,
-        RotateOutcome::Reused(Reuse::Refused)
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-
-    // The legitimate holder carries on.
-    let t3 = t2 + GRACE + 2;
-    assert_eq!(
-        h.rotate(reject_only(3, t3)).await?,
-        issued(Rotation::Rotated, 4, t3, "k2")
-    );
-    assert_eq!(
-        before.0.as_deref(),
-        Some(format!("3 {t2} k2 {ABSOLUTE} a {CLIENT} read write").as_str())
-    );
-    assert_eq!(
-        h.record(&key).await?,
-        format!("4 {t3} k2 {ABSOLUTE} a {CLIENT} read write")
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_newer_generation_than_stored_rolls_forward_past_it() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let t1 = NOW + 1_000;
-
-    // Generation 5 presented while the store has 1 (it lost writes): the family moves to 6.
-    let outcome = h
-        .rotate(RotateRequest {
-            idle_ttl_ms: 2 * IDLE,
-            ..refresh(family, 5, t1)
-        })
-        .await?;
-    assert_eq!(outcome, issued(Rotation::RolledForward, 6, t1, "k2"));
-    assert_eq!(
-        h.record(&key).await?,
-        format!("6 {t1} k2 {ABSOLUTE} a {CLIENT} read write")
-    );
-    // The TTL was reset, as for a rotation (above the idle bound set at issue).
-    let pttl = h.pttl(&key).await?;
-    assert!(pttl > IDLE as i64 && pttl <= 2 * IDLE as i64, "PTTL {pttl}");
-
-    // A concurrent request with the same token 5 is now the predecessor: it gets a replay.
-    let before = h.snapshot(&key).await?;
-    assert_eq!(
-        h.rotate(refresh(family, 5, t1 + 1)).await?,
-        issued(Rotation::Replayed, 6, t1, "k2")
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_unknown_family_is_expired_and_creates_nothing() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.family_key(family);
-    assert_eq!(
-        h.rotate(refresh(family, 1, NOW)).await?,
-        RotateOutcome::Expired
-    );
-    assert!(!h.exists(&key).await?);
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_at_the_absolute_expiry_is_expired_and_changes_nothing() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let before = h.snapshot(&key).await?;
-    // An idle TTL long enough that only the absolute expiry can apply.
-    let long_idle = |client_id, now| RotateRequest {
-        client_id,
-        idle_ttl_ms: 60 * DAY,
-        ..refresh(family, 1, now)
+    let refused_twice = || {
+        twice()
+            .then(rotate(1, T2 + 1).reject_only(), rec(3, T2, "k2", "a"))
+            .then(
+                rotate(2, T2 + GRACE + 1).reject_only(),
+                rec(3, T2, "k2", "a"),
+            )
     };
-
-    assert_eq!(
-        h.rotate(long_idle(CLIENT, ABSOLUTE)).await?,
-        RotateOutcome::Expired
-    );
-    assert_eq!(
-        h.rotate(long_idle(CLIENT, ABSOLUTE + 1)).await?,
-        RotateOutcome::Expired
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-
-    // One millisecond earlier the family is still alive: a probe by another client gets past
-    // the expiry check (and, refused for the client, writes nothing).
-    assert_eq!(
-        h.rotate(long_idle(OTHER_CLIENT, ABSOLUTE - 1)).await?,
-        RotateOutcome::ClientMismatch
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_after_the_idle_timeout_is_expired_and_the_idle_clock_restarts_on_rotation()
--> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let before = h.snapshot(&key).await?;
-
-    // now == t + idle: expired.
-    assert_eq!(
-        h.rotate(refresh(family, 1, NOW + IDLE)).await?,
-        RotateOutcome::Expired
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    // now == t + idle - 1: alive (probe by another client, which writes nothing).
-    assert_eq!(
-        h.rotate(RotateRequest {
-            client_id: OTHER_CLIENT,
-            ..refresh(family, 1, NOW + IDLE - 1)
-        })
-        .await?,
-        RotateOutcome::ClientMismatch
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-
-    // Rotating at the last moment restarts the idle clock from the new t.
-    let t1 = NOW + IDLE - 1;
-    assert_eq!(
-        h.rotate(refresh(family, 1, t1)).await?,
-        issued(Rotation::Rotated, 2, t1, "k2")
-    );
-    let t2 = NOW + IDLE;
-    assert_eq!(
-        h.rotate(refresh(family, 2, t2)).await?,
-        issued(Rotation::Rotated, 3, t2, "k2")
-    );
-    let rotated = h.snapshot(&key).await?;
-    assert_eq!(
-        h.rotate(refresh(family, 3, t2 + IDLE)).await?,
-        RotateOutcome::Expired
-    );
-    assert_eq!(h.snapshot(&key).await?, rotated);
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_revoked_family_is_revoked_whoever_asks_and_changes_nothing() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    assert_eq!(
-        h.store
-            .revoke(family, CLIENT, "logout", Some(NOW + 1))
-            .await?,
-        RevokeOutcome::Revoked
-    );
-    let before = h.snapshot(&key).await?;
-
-    // Current generation, owning client.
-    assert_eq!(
-        h.rotate(refresh(family, 1, NOW + 2)).await?,
-        RotateOutcome::Revoked
-    );
-    // Another client: DESIGN's table checks revocation before the client.
-    assert_eq!(
-        h.rotate(RotateRequest {
-            client_id: OTHER_CLIENT,
-            ..refresh(family, 1, NOW + 2)
-        })
-        .await?,
-        RotateOutcome::Revoked
-    );
-    // A newer generation does not roll a revoked family forward.
-    assert_eq!(
-        h.rotate(refresh(family, 7, NOW + 2)).await?,
-        RotateOutcome::Revoked
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    assert_eq!(
-        before.0,
-        Some(format!(
-            "1 {NOW} k1 {ABSOLUTE} r:logout:{} {CLIENT} read write",
-            NOW + 1
-        ))
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_by_another_client_is_a_mismatch_and_changes_nothing() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let t1 = NOW + 1_000;
-    h.rotate(refresh(family, 1, t1)).await?;
-    let before = h.snapshot(&key).await?;
-    let foreign = |p, now| RotateRequest {
-        client_id: OTHER_CLIENT,
-        ..refresh(family, p, now)
+    let rolled = || issued().then(rotate(5, T1).idle(2 * IDLE), rec(6, T1, "k2", "a"));
+    // Rotated at NOW+1 and NOW+2, signing with k1: a delayed duplicate's history.
+    let k1_twice = || {
+        issued()
+            .then(rotate(1, NOW + 1).key("k1"), rec(2, NOW + 1, "k1", "a"))
+            .then(rotate(2, NOW + 2).key("k1"), rec(3, NOW + 2, "k1", "a"))
     };
+    let k1_reused = format!(
+        "3 {} k1 {ABSOLUTE} {} {CLIENT} read write",
+        NOW + 2,
+        status("reuse", NOW + 3)
+    );
+    #[rustfmt::skip]
+    let rows = [
+        // (case,
+        //     the family before, the call,                            the answer,       the family after)
 
-    // Current generation: no rotation.
-    assert_eq!(
-        h.rotate(foreign(2, t1 + 1)).await?,
-        RotateOutcome::ClientMismatch
-    );
-    // Predecessor within grace: no replay.
-    assert_eq!(
-        h.rotate(foreign(1, t1 + 1)).await?,
-        RotateOutcome::ClientMismatch
-    );
-    // Stale token past grace: a foreign client cannot get the family revoked as reuse.
-    assert_eq!(
-        h.rotate(foreign(1, t1 + GRACE + 1)).await?,
-        RotateOutcome::ClientMismatch
-    );
-    // Newer generation: no roll-forward.
-    assert_eq!(
-        h.rotate(foreign(9, t1 + 1)).await?,
-        RotateOutcome::ClientMismatch
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    Ok(())
+        // No family: its idle or absolute expiry passed. While it lives, another client's probe
+        // gets past the expiry checks to a refusal that writes nothing.
+        row("no family: expired, nothing created",
+            no_family(),    rotate(1, NOW),                                 EXPIRED,  NoFamily),
+        row("now == absolute expiry: expired",
+            issued(),       rotate(1, ABSOLUTE).idle(LONG_IDLE),            EXPIRED,  Unchanged),
+        row("now > absolute expiry: expired",
+            issued(),       rotate(1, ABSOLUTE + 1).idle(LONG_IDLE),        EXPIRED,  Unchanged),
+        row("1 ms before the absolute expiry: alive",
+            issued(),       rotate(1, ABSOLUTE - 1).idle(LONG_IDLE).by(OTHER_CLIENT), MISMATCH, Unchanged),
+        row("now == t + idle: expired",
+            issued(),       rotate(1, NOW + IDLE),                          EXPIRED,  Unchanged),
+        row("now == t + idle - 1: alive",
+            issued(),       rotate(1, NOW + IDLE - 1).by(OTHER_CLIENT),     MISMATCH, Unchanged),
+        row("rotating at the last idle moment",
+            issued(),       rotate(1, NOW + IDLE - 1),                      rotated(2, NOW + IDLE - 1, "k2"),
+            NewTtl(rec(2, NOW + IDLE - 1, "k2", "a"), up_to(IDLE))),
+        row("... restarts the idle clock from the new t",
+            last_moment(),  rotate(2, NOW + IDLE),                          rotated(3, NOW + IDLE, "k2"),
+            NewTtl(rec(3, NOW + IDLE, "k2", "a"), up_to(IDLE))),
+        row("... which runs out in turn",
+            last_moment_2(), rotate(3, NOW + 2 * IDLE),                     EXPIRED,  Unchanged),
+
+        // Revoked: whoever asks, whatever p (revocation is checked before the client).
+        row("revoked: the current generation",
+            revoked(),      rotate(1, NOW + 2),                             REVOKED,  Unchanged),
+        row("revoked: another client",
+            revoked(),      rotate(1, NOW + 2).by(OTHER_CLIENT),            REVOKED,  Unchanged),
+        row("revoked: a newer generation does not roll it forward",
+            revoked(),      rotate(7, NOW + 2),                             REVOKED,  Unchanged),
+
+        // Another client: nothing, whatever p.
+        row("another client, current generation: no rotation",
+            once(),         rotate(2, T1 + 1).by(OTHER_CLIENT),             MISMATCH, Unchanged),
+        row("another client, predecessor within grace: no replay",
+            once(),         rotate(1, T1 + 1).by(OTHER_CLIENT),             MISMATCH, Unchanged),
+        row("another client, stale token past grace: no revocation",
+            once(),         rotate(1, T1 + GRACE + 1).by(OTHER_CLIENT),     MISMATCH, Unchanged),
+        row("another client, newer generation: no roll-forward",
+            once(),         rotate(9, T1 + 1).by(OTHER_CLIENT),             MISMATCH, Unchanged),
+
+        // p == g: g := g+1, t := now, and the TTL is set again from this call's idle TTL,
+        // capped by the absolute expiry.
+        row("p == g: rotates",
+            issued(),       rotate(1, T1).idle(2 * IDLE),                   rotated(2, T1, "k2"),
+            NewTtl(rec(2, T1, "k2", "a"), two_idle())),
+        row("p == g near the absolute expiry: TTL x - now",
+            once(),         rotate(2, ABSOLUTE - HOUR).idle(40 * DAY).key("k3"), rotated(3, ABSOLUTE - HOUR, "k3"),
+            NewTtl(rec(3, ABSOLUTE - HOUR, "k3", "a"), up_to(HOUR))),
+
+        // p == g-1 within grace: the winner's generation, time and key id (not this call's), so
+        // the caller re-derives the identical pair.
+        row("p == g-1 within grace: replay",
+            once(),         rotate(1, T1 + GRACE / 2).key("k3"),            replayed(2, T1, "k2"), Unchanged),
+        row("p == g-1 just after the rotation: replay",
+            once(),         rotate(1, T1 + 1).key("k3"),                    replayed(2, T1, "k2"), Unchanged),
+        row("now - t == grace: still a replay",
+            once(),         rotate(1, T1 + GRACE),                          replayed(2, T1, "k2"), Unchanged),
+
+        // Reuse, policy revoke-family: only the status changes, to r:reuse:<now>, under the
+        // same deadline.
+        row("now - t == grace + 1: reuse, revoked",
+            once(),         rotate(1, T1 + GRACE + 1),                      REUSED,
+            KeptTtl(rec(2, T1, "k2", &status("reuse", T1 + GRACE + 1)))),
+        row("grace 0: no replay even at the rotation instant",
+            once(),         rotate(1, T1).grace(0),                         REUSED,
+            KeptTtl(rec(2, T1, "k2", &status("reuse", T1)))),
+        row("p < g-1, even within grace: reuse, revoked",
+            twice(),        rotate(1, T2 + 1),                              REUSED,
+            KeptTtl(rec(3, T2, "k2", &status("reuse", T2 + 1)))),
+        row("after a reuse, the current generation is revoked too",
+            reused(),       rotate(3, T2 + 2),                              REVOKED,  Unchanged),
+
+        // Reuse, policy reject-only: the token refused, the family kept.
+        row("reject-only, p < g-1: refused",
+            twice(),        rotate(1, T2 + 1).reject_only(),                REFUSED,  Unchanged),
+        row("reject-only, p == g-1 past grace: refused",
+            twice(),        rotate(2, T2 + GRACE + 1).reject_only(),        REFUSED,  Unchanged),
+        row("reject-only: after the refusals, the holder carries on",
+            refused_twice(), rotate(3, T2 + GRACE + 2).reject_only(),       rotated(4, T2 + GRACE + 2, "k2"),
+            NewTtl(rec(4, T2 + GRACE + 2, "k2", "a"), up_to(IDLE))),
+
+        // A would-be reuse stamped (ARGV[8]) before t: a duplicate delayed in transit, refused
+        // and never revoking. Without a stamp, or an empty one, the stamp is now.
+        row("no stamp, now < t: a late duplicate",
+            k1_twice(),     rotate(1, NOW + 1).key("k1"),                   STALE,    Unchanged),
+        row("no stamp, now > t: reuse, revoked",
+            k1_twice(),     rotate(1, NOW + 3).key("k1"),                   REUSED,   KeptTtl(k1_reused)),
+        row("p < g-1 stamped before t: a late duplicate",
+            twice(),        rotate(1, T2 + 1).stamp(T2 - 1),                STALE,    Unchanged),
+        row("p < g-1 stamped at t: reuse, revoked at now",
+            twice(),        rotate(1, T2 + 1).stamp(T2),                    REUSED,
+            KeptTtl(rec(3, T2, "k2", &status("reuse", T2 + 1)))),
+        row("p < g-1, empty stamp: reuse",
+            twice(),        rotate(1, T2 + 1),                              REUSED,
+            KeptTtl(rec(3, T2, "k2", &status("reuse", T2 + 1)))).args(&[(8, "")]),
+        row("p == g-1 past grace stamped before t: a late duplicate",
+            twice(),        rotate(2, T2 + GRACE + 1).stamp(T2 - 1),        STALE,    Unchanged),
+        row("reject-only, stamped before t: a late duplicate",
+            twice(),        rotate(1, T2 + 1).reject_only().stamp(T2 - 1),  STALE,    Unchanged),
+        row("p == g stamped before t: rotates all the same",
+            twice(),        rotate(3, T2 + 1).stamp(NOW),                   rotated(4, T2 + 1, "k2"),
+            NewTtl(rec(4, T2 + 1, "k2", "a"), up_to(IDLE))),
+        row("p == g-1 within grace stamped before t: replays",
+            twice(),        rotate(2, T2 + 1).stamp(NOW),                   replayed(3, T2, "k2"), Unchanged),
+
+        // p > g: only we mint generations, so the store lost writes: g := p+1, TTL set again.
+        row("p > g: rolls forward past it",
+            issued(),       rotate(5, T1).idle(2 * IDLE),                   rolled_forward(6, T1, "k2"),
+            NewTtl(rec(6, T1, "k2", "a"), two_idle())),
+        row("... and the token it rolled past is now the predecessor",
+            rolled(),       rotate(5, T1 + 1),                              replayed(6, T1, "k2"), Unchanged),
+    ];
+    h.run(&rows).await
 }
 
 #[tokio::test]
 async fn rotate_rejects_invalid_arguments_and_changes_nothing() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let t1 = NOW + 1_000;
-    h.rotate(refresh(family, 1, t1)).await?;
-    let before = h.snapshot(&key).await?;
-    let t2 = t1 + GRACE + 1; // past grace: a stale p would be reuse if it got through
-
-    // ARGV: p, client, now, grace, idle, key id, policy.
-    let cases: [(&str, [&dyn Display; 7]); 16] = [
-        (
-            "p = 0",
-            [&0, &CLIENT, &t2, &GRACE, &IDLE, &"k3", &"revoke-family"],
+    // ARGV: 1 p, 2 client, 3 now, 4 grace, 5 idle TTL, 6 key id, 7 policy, 8 stamp (optional).
+    // Past grace, so that a stale p that got through would revoke the family.
+    let t2 = T1 + GRACE + 1;
+    let baseline = rotate(2, t2).key("k3");
+    let invalid = |case, slots: &[(usize, &str)]| {
+        let refused = Expect::Error("rotate: invalid arguments");
+        row(case, once(), baseline, refused, Unchanged).args(slots)
+    };
+    let rows = [
+        row(
+            "baseline: rotates",
+            once(),
+            baseline,
+            rotated(3, t2, "k3"),
+            NewTtl(rec(3, t2, "k3", "a"), up_to(IDLE)),
         ),
-        (
-            "p = -1",
-            [&-1, &CLIENT, &t2, &GRACE, &IDLE, &"k3", &"revoke-family"],
-        ),
-        (
-            "p = 1.5",
-            [&"1.5", &CLIENT, &t2, &GRACE, &IDLE, &"k3", &"revoke-family"],
-        ),
-        (
-            "p non-numeric",
-            [&"two", &CLIENT, &t2, &GRACE, &IDLE, &"k3", &"revoke-family"],
-        ),
-        (
-            "p empty",
-            [&"", &CLIENT, &t2, &GRACE, &IDLE, &"k3", &"revoke-family"],
-        ),
-        (
-            "unknown policy",
-            [&1, &CLIENT, &t2, &GRACE, &IDLE, &"k3", &"revoke"],
-        ),
-        (
-            "empty policy",
-            [&1, &CLIENT, &t2, &GRACE, &IDLE, &"k3", &""],
-        ),
-        (
-            "negative grace",
-            [&1, &CLIENT, &t2, &-1, &IDLE, &"k3", &"revoke-family"],
-        ),
-        (
-            "non-numeric grace",
-            [&2, &CLIENT, &t2, &"none", &IDLE, &"k3", &"revoke-family"],
-        ),
-        (
-            "empty key id",
-            [&2, &CLIENT, &t2, &GRACE, &IDLE, &"", &"revoke-family"],
-        ),
+        invalid("p = 0", &[(1, "0")]),
+        invalid("p = -1", &[(1, "-1")]),
+        invalid("p = 1.5", &[(1, "1.5")]),
+        invalid("p non-numeric", &[(1, "two")]),
+        invalid("p empty", &[(1, "")]),
+        invalid("stale p, unknown policy", &[(1, "1"), (7, "revoke")]),
+        invalid("stale p, empty policy", &[(1, "1"), (7, "")]),
+        invalid("stale p, negative grace", &[(1, "1"), (4, "-1")]),
+        invalid("non-numeric grace", &[(4, "none")]),
+        invalid("empty key id", &[(6, "")]),
         // A space inside the key id would shift every later field of the record.
-        (
-            "key id with a space",
-            [&2, &CLIENT, &t2, &GRACE, &IDLE, &"k 3", &"revoke-family"],
-        ),
-        (
-            "key id with a trailing space",
-            [&2, &CLIENT, &t2, &GRACE, &IDLE, &"k3 ", &"revoke-family"],
-        ),
-        (
-            "empty client",
-            [&2, &"", &t2, &GRACE, &IDLE, &"k3", &"revoke-family"],
-        ),
-        (
-            "idle 0",
-            [&2, &CLIENT, &t2, &GRACE, &0, &"k3", &"revoke-family"],
-        ),
-        (
-            "non-numeric idle",
-            [&2, &CLIENT, &t2, &GRACE, &"day", &"k3", &"revoke-family"],
-        ),
-        (
-            "non-numeric now",
-            [
-                &2,
-                &CLIENT,
-                &"later",
-                &GRACE,
-                &IDLE,
-                &"k3",
-                &"revoke-family",
-            ],
-        ),
-    ];
-    for (case, args) in cases {
-        let result = h.invoke(&scripts::ROTATE, &key, &args).await;
-        assert_invalid(result, "rotate: invalid arguments", case);
-        assert_eq!(
-            h.snapshot(&key).await?,
-            before,
-            "{case}: changed the family"
-        );
-    }
-
-    // Control: the valid form of the same call rotates.
-    let reply = h
-        .invoke(
-            &scripts::ROTATE,
-            &key,
-            &[&2, &CLIENT, &t2, &GRACE, &IDLE, &"k3", &"revoke-family"],
+        invalid("key id with a space", &[(6, "k 3")]),
+        invalid("key id with a trailing space", &[(6, "k3 ")]),
+        invalid("empty client", &[(2, "")]),
+        invalid("idle 0", &[(5, "0")]),
+        invalid("non-numeric idle", &[(5, "day")]),
+        invalid("non-numeric now", &[(3, "later")]),
+        invalid("non-numeric stamp", &[(8, "x")]),
+        invalid("negative stamp", &[(8, "-1")]),
+        invalid("fractional stamp", &[(8, "1.5")]),
+        // Refused before the first write: else the caller would see an error, yet the family
+        // would have moved to generation 2, whose pair it never received.
+        row(
+            "fractional idle, current generation of a fresh family",
+            issued(),
+            rotate(1, NOW + 1),
+            Expect::Error("rotate: invalid arguments"),
+            Unchanged,
         )
-        .await?;
-    assert_eq!(
-        reply,
-        [
-            "rotated",
-            "3",
-            &t2.to_string(),
-            "k3",
-            "read write",
-            &ABSOLUTE.to_string()
-        ]
-    );
-    assert_eq!(
-        h.record(&key).await?,
-        format!("3 {t2} k3 {ABSOLUTE} a {CLIENT} read write")
-    );
-    Ok(())
+        .args(&[(5, "86400000.5")]),
+    ];
+    h.run(&rows).await
 }
 
 // ---------------------------------------------------------------------------------------------
-// Large numbers
+// Large numbers: Lua's tostring() would print 4.5035996273705e+15; the scripts write integers.
 
 #[tokio::test]
-async fn rotate_returns_large_generations_and_times_as_exact_integer_strings() -> anyhow::Result<()>
-{
+async fn numbers_up_to_2_pow_52_are_written_and_returned_exactly() -> anyhow::Result<()> {
     const FAR: u64 = 4_102_444_800_000; // 2100-01-01T00:00:00Z
-    const FAR_EXPIRY: u64 = FAR + 30 * DAY; // 4105036800000
+    const FAR_EXPIRY: u64 = FAR + LIFETIME; // 4105036800000
     const BIG: u64 = 1 << 52; // 4503599627370496
+    // The records, as the scripts must write them.
+    const AT_2100: &str = "1 4102444800000 k1 4105036800000 a web read write";
+    const AT_2_POW_52: &str = "4503599627370496 4102444800001 k2 4105036800000 a web read write";
+    const PAST_2_POW_52: &str = "4503599627370497 4102444800002 k2 4105036800000 a web read write";
+    const REUSED_AT_FAR: &str =
+        "4503599627370497 4102444800002 k2 4105036800000 r:reuse:4102444800004 web read write";
+    const ISSUED_AT_BIG: &str = "1 4503599627370496 k1 4503602219370496 a web read write";
+    const REVOKED_AT_BIG: &str =
+        "1 4503599627370496 k1 4503602219370496 r:logout:4503599627370497 web read write";
 
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    h.store
-        .create_family(&NewFamily {
-            fixed_now_ms: Some(FAR),
-            absolute_ttl_ms: FAR_EXPIRY - FAR,
-            ..standard_family(family)
-        })
-        .await?;
-    let key = h.family_key(family);
-    assert_eq!(
-        h.record(&key).await?,
-        "1 4102444800000 k1 4105036800000 a web read write"
-    );
+    let far = |rotation, g, t| issued_until(rotation, g, t, "k2", FAR_EXPIRY);
+    let at_2100 = || issued_as(issue().at(FAR), AT_2100.into());
+    let at_2_pow_52 = || at_2100().then(rotate(BIG - 1, FAR + 1), AT_2_POW_52.into());
+    let past_2_pow_52 = || at_2_pow_52().then(rotate(BIG, FAR + 2), PAST_2_POW_52.into());
+    let issued_at_big = || issued_as(issue().at(BIG), ISSUED_AT_BIG.into());
+    let written = |record: &str| NewTtl(record.into(), up_to(IDLE));
+    #[rustfmt::skip]
+    let rows = [
+        // (case,
+        //     the family before, the call,                the answer,                                 the family after)
+        row("a roll-forward to 2^52",
+            at_2100(),        rotate(BIG - 1, FAR + 1),    far(Rotation::RolledForward, BIG, FAR + 1), written(AT_2_POW_52)),
+        row("a rotation to 2^52 + 1",
+            at_2_pow_52(),    rotate(BIG, FAR + 2),        far(Rotation::Rotated, BIG + 1, FAR + 2),   written(PAST_2_POW_52)),
+        row("a replay echoes the stored numbers",
+            past_2_pow_52(),  rotate(BIG, FAR + 3).key("k9"), far(Rotation::Replayed, BIG + 1, FAR + 2), Unchanged),
+        row("a reuse records its time",
+            past_2_pow_52(),  rotate(BIG - 1, FAR + 4),    REUSED,                 KeptTtl(REUSED_AT_FAR.into())),
+        // 16 digits, past the 14 significant digits Lua prints numbers with.
+        row("issue.lua at a 16-digit time",
+            no_family(),      issue().at(BIG),             created(BIG, BIG + LIFETIME), written(ISSUED_AT_BIG)),
+        row("revoke.lua at a 16-digit time",
+            issued_at_big(),  revoke(BIG + 1),             RevokeOutcome::Revoked, KeptTtl(REVOKED_AT_BIG.into())),
+    ];
+    h.run(&rows).await?;
 
-    // Roll forward to 2^52 (raw, to see the exact strings; tostring() would give 4.5035996273705e+15).
-    let reply = h
-        .invoke(
-            &scripts::ROTATE,
-            &key,
-            &[
-                &(BIG - 1),
-                &CLIENT,
-                &(FAR + 1),
-                &GRACE,
-                &IDLE,
-                &"k2",
-                &"revoke-family",
-            ],
-        )
-        .await?;
-    assert_eq!(
-        reply,
-        [
-            "rolled_forward",
-            "4503599627370496",
-            "4102444800001",
-            "k2",
-            "read write",
-            "4105036800000"
-        ]
-    );
-    assert_eq!(
-        h.record(&key).await?,
-        "4503599627370496 4102444800001 k2 4105036800000 a web read write"
-    );
-
-    // One more rotation through the typed API: 2^52 + 1 is still exact.
-    let outcome = h
-        .rotate(RotateRequest {
-            idle_ttl_ms: IDLE,
-            ..refresh(family, BIG, FAR + 2)
-        })
-        .await?;
-    assert_eq!(
-        outcome,
-        RotateOutcome::Issued(
-            Rotation::Rotated,
-            Current {
-                generation: BIG + 1,
-                rotated_at_ms: FAR + 2,
-                key_id: "k2".into(),
-                scopes: scopes(),
-                absolute_expiry_ms: FAR_EXPIRY,
-            }
-        )
-    );
-
-    // A replay echoes the stored numbers, also exactly.
-    let before = h.snapshot(&key).await?;
-    let reply = h
-        .invoke(
-            &scripts::ROTATE,
-            &key,
-            &[
-                &BIG,
-                &CLIENT,
-                &(FAR + 3),
-                &GRACE,
-                &IDLE,
-                &"k9",
-                &"revoke-family",
-            ],
-        )
-        .await?;
-    assert_eq!(
-        reply,
-        [
-            "replayed",
-            "4503599627370497",
-            "4102444800002",
-            "k2",
-            "read write",
-            "4105036800000"
-        ]
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    assert_eq!(
-        before.0.as_deref(),
-        Some("4503599627370497 4102444800002 k2 4105036800000 a web read write")
-    );
-
-    // Reuse records its time exactly too.
-    assert_eq!(
-        h.rotate(refresh(family, BIG - 1, FAR + 4)).await?,
-        RotateOutcome::Reused(Reuse::FamilyRevoked)
-    );
-    assert_eq!(
-        h.snapshot(&key).await?,
-        (
-            Some(
-                "4503599627370497 4102444800002 k2 4105036800000 r:reuse:4102444800004 web read write"
-                    .to_owned()
-            ),
-            before.1
-        )
-    );
     // Rust reads the same exact numbers back.
-    let state = h.decoded(&key).await?;
+    let state = family_record::decode(REUSED_AT_FAR)?;
     assert_eq!(state.generation, BIG + 1);
-    assert_eq!(
-        state.status,
-        FamilyStatus::Revoked {
-            reason: "reuse".into(),
-            at_ms: FAR + 4
-        }
-    );
-
-    // Times of 16 digits, past the 14 significant digits Lua prints numbers with: issue.lua
-    // and revoke.lua write them exactly as well.
-    let other = FamilyId::random();
-    h.store
-        .create_family(&NewFamily {
-            fixed_now_ms: Some(BIG),
-            absolute_ttl_ms: 30 * DAY,
-            ..standard_family(other)
-        })
-        .await?;
-    let other_key = h.family_key(other);
-    assert_eq!(
-        h.record(&other_key).await?,
-        "1 4503599627370496 k1 4503602219370496 a web read write"
-    );
-    assert_eq!(
-        h.store
-            .revoke(other, CLIENT, "logout", Some(BIG + 1))
-            .await?,
-        RevokeOutcome::Revoked
-    );
-    assert_eq!(
-        h.record(&other_key).await?,
-        "1 4503599627370496 k1 4503602219370496 r:logout:4503599627370497 web read write"
-    );
+    let reuse = FamilyStatus::Revoked {
+        reason: "reuse".into(),
+        at_ms: FAR + 4,
+    };
+    assert_eq!(state.status, reuse);
     Ok(())
 }
 
@@ -1181,187 +418,261 @@ async fn rotate_returns_large_generations_and_times_as_exact_integer_strings() -
 // revoke.lua
 
 #[tokio::test]
-async fn revoke_active_family_records_reason_and_time_and_keeps_the_ttl() -> anyhow::Result<()> {
+async fn revoke_records_reason_and_time_once_and_keeps_the_ttl() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let t1 = NOW + 1_000;
-    h.rotate(refresh(family, 1, t1)).await?;
-    let (record, deadline) = h.snapshot(&key).await?;
-    assert_eq!(
-        record,
-        Some(format!("2 {t1} k2 {ABSOLUTE} a {CLIENT} read write"))
-    );
-    assert!(deadline > 0);
-
-    let at = t1 + 5;
-    assert_eq!(
-        h.store.revoke(family, CLIENT, "logout", Some(at)).await?,
-        RevokeOutcome::Revoked
-    );
-    // Only the status changes, to "r:<reason>:<now>"; the key's expiry deadline stays exactly
-    // where it was (KEEPTTL).
-    assert_eq!(
-        h.snapshot(&key).await?,
-        (
-            Some(format!(
-                "2 {t1} k2 {ABSOLUTE} r:logout:{at} {CLIENT} read write"
-            )),
-            deadline
+    let revoked_at_issue = || {
+        issued().then(
+            revoke(NOW + 1),
+            rec(1, NOW, "k1", &status("logout", NOW + 1)),
         )
-    );
-    assert_eq!(
-        h.store.family(family).await?.map(|f| f.status),
-        Some(FamilyStatus::Revoked {
-            reason: "logout".into(),
-            at_ms: at
-        })
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn revoke_twice_is_already_revoked_and_keeps_the_first_record() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    h.store
-        .revoke(family, CLIENT, "logout", Some(NOW + 1))
-        .await?;
-    let before = h.snapshot(&key).await?;
-    assert_eq!(
-        before.0,
-        Some(format!(
-            "1 {NOW} k1 {ABSOLUTE} r:logout:{} {CLIENT} read write",
-            NOW + 1
-        ))
-    );
-
-    // Written again unchanged (one SET, same record, same deadline), so that a WAIT after a
-    // retried revocation covers it.
-    let sets = h.set_calls().await?;
-    assert_eq!(
-        h.store
-            .revoke(family, CLIENT, "admin", Some(NOW + 2))
-            .await?,
-        RevokeOutcome::AlreadyRevoked
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    assert_eq!(h.set_calls().await?, sets + 1);
-
-    // A family revoked by reuse detection keeps "reuse" as its reason.
-    let reused = FamilyId::random();
-    let reused_key = h.issue(reused).await?;
-    h.rotate(refresh(reused, 1, NOW + 1)).await?;
-    h.rotate(refresh(reused, 2, NOW + 2)).await?;
-    assert_eq!(
-        h.rotate(refresh(reused, 1, NOW + 3)).await?,
-        RotateOutcome::Reused(Reuse::FamilyRevoked)
-    );
-    let before = h.snapshot(&reused_key).await?;
-    assert_eq!(
-        h.store
-            .revoke(reused, CLIENT, "logout", Some(NOW + 4))
-            .await?,
-        RevokeOutcome::AlreadyRevoked
-    );
-    assert_eq!(h.snapshot(&reused_key).await?, before);
-    assert_eq!(
-        before.0,
-        Some(format!(
-            "3 {} k2 {ABSOLUTE} r:reuse:{} {CLIENT} read write",
-            NOW + 2,
-            NOW + 3
-        ))
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn revoke_unknown_family_is_not_found_and_creates_nothing() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    assert_eq!(
-        h.store.revoke(family, CLIENT, "logout", Some(NOW)).await?,
-        RevokeOutcome::NotFound
-    );
-    assert!(!h.exists(&h.family_key(family)).await?);
-    Ok(())
-}
-
-#[tokio::test]
-async fn revoke_by_another_client_is_a_mismatch_and_changes_nothing() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let before = h.snapshot(&key).await?;
-
-    assert_eq!(
-        h.store
-            .revoke(family, OTHER_CLIENT, "logout", Some(NOW + 1))
-            .await?,
-        RevokeOutcome::ClientMismatch
-    );
-    assert_eq!(h.snapshot(&key).await?, before);
-    // Still revocable by its owner afterwards.
-    assert_eq!(
-        h.store
-            .revoke(family, CLIENT, "logout", Some(NOW + 2))
-            .await?,
-        RevokeOutcome::Revoked
-    );
-    Ok(())
+    };
+    let reused = || {
+        issued()
+            .then(rotate(1, NOW + 1), rec(2, NOW + 1, "k2", "a"))
+            .then(rotate(2, NOW + 2), rec(3, NOW + 2, "k2", "a"))
+            .then(
+                rotate(1, NOW + 3),
+                rec(3, NOW + 2, "k2", &status("reuse", NOW + 3)),
+            )
+    };
+    let foreign_attempt = || issued().then(revoke(NOW + 1).by(OTHER_CLIENT), standard_record());
+    #[rustfmt::skip]
+    let rows = [
+        // (case,
+        //     the family before, the call,                        the answer,           the family after)
+        row("an active family: only the status changes, to r:<reason>:<now>",
+            once(),             revoke(T1 + 5),                     RevokeOutcome::Revoked,
+            KeptTtl(rec(2, T1, "k2", &status("logout", T1 + 5)))),
+        row("letters, digits, '_' and '-' make a reason, recorded as given",
+            issued(),           revoke(NOW + 1).reason("Admin_revoke-2"), RevokeOutcome::Revoked,
+            KeptTtl(rec(1, NOW, "k1", &status("Admin_revoke-2", NOW + 1)))),
+        // Written again unchanged, so that a WAIT after a retried revocation covers it.
+        row("revoked already: the first reason and time stay",
+            revoked_at_issue(), revoke(NOW + 2).reason("admin"),    RevokeOutcome::AlreadyRevoked, Rewritten),
+        row("revoked by reuse detection: the reason stays reuse",
+            reused(),           revoke(NOW + 4),                    RevokeOutcome::AlreadyRevoked, Rewritten),
+        row("no family: not found, nothing created",
+            no_family(),        revoke(NOW),                        RevokeOutcome::NotFound,       NoFamily),
+        row("another client: a mismatch",
+            issued(),           revoke(NOW + 1).by(OTHER_CLIENT),   RevokeOutcome::ClientMismatch, Unchanged),
+        row("the owner, after another client's attempt",
+            foreign_attempt(),  revoke(NOW + 2),                    RevokeOutcome::Revoked,
+            KeptTtl(rec(1, NOW, "k1", &status("logout", NOW + 2)))),
+    ];
+    h.run(&rows).await
 }
 
 #[tokio::test]
 async fn revoke_rejects_invalid_arguments_and_changes_nothing() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let before = h.snapshot(&key).await?;
-
-    // ARGV: client, reason, now. The reason goes into the status "r:<reason>:<now>", so a
-    // space would shift the record's fields and a colon would split the status wrongly.
-    let cases: [(&str, [&dyn Display; 3]); 9] = [
-        ("empty client", [&"", &"logout", &NOW]),
-        ("empty reason", [&CLIENT, &"", &NOW]),
-        ("non-numeric now", [&CLIENT, &"logout", &"now"]),
-        ("reason with a space", [&CLIENT, &"log out", &NOW]),
-        ("reason that is a space", [&CLIENT, &" ", &NOW]),
-        ("reason with a colon", [&CLIENT, &"log:out", &NOW]),
-        ("reason ending in a colon", [&CLIENT, &"logout:", &NOW]),
-        ("reason with a tab", [&CLIENT, &"log\tout", &NOW]),
-        ("reason with a newline", [&CLIENT, &"logout\n", &NOW]),
+    // ARGV: 1 client, 2 reason, 3 now. The reason goes into the status "r:<reason>:<now>", so
+    // a space would shift the record's fields and a colon would split the status wrongly.
+    let invalid = |case, slots: &[(usize, &str)]| {
+        let refused = Expect::Error("revoke: invalid arguments");
+        row(case, issued(), revoke(NOW), refused, Unchanged).args(slots)
+    };
+    let rows = [
+        row(
+            "baseline: revoked",
+            issued(),
+            revoke(NOW),
+            RevokeOutcome::Revoked,
+            KeptTtl(rec(1, NOW, "k1", &status("logout", NOW))),
+        ),
+        invalid("empty client", &[(1, "")]),
+        invalid("empty reason", &[(2, "")]),
+        invalid("non-numeric now", &[(3, "now")]),
+        invalid("reason with a space", &[(2, "log out")]),
+        invalid("reason that is a space", &[(2, " ")]),
+        invalid("reason with a colon", &[(2, "log:out")]),
+        invalid("reason ending in a colon", &[(2, "logout:")]),
+        invalid("reason with a tab", &[(2, "log\tout")]),
+        invalid("reason with a newline", &[(2, "logout\n")]),
     ];
-    for (case, args) in cases {
-        let result = h.invoke(&scripts::REVOKE, &key, &args).await;
-        assert_invalid(result, "revoke: invalid arguments", case);
-        assert_eq!(
-            h.snapshot(&key).await?,
-            before,
-            "{case}: changed the family"
-        );
-    }
+    h.run(&rows).await
+}
 
-    // Control: letters, digits, '_' and '-' make a valid reason, recorded as given.
-    let reply = h
-        .invoke(
-            &scripts::REVOKE,
-            &key,
-            &[&CLIENT, &"Admin_revoke-2", &(NOW + 1)],
-        )
-        .await?;
-    assert_eq!(reply, ["revoked"]);
+// ---------------------------------------------------------------------------------------------
+// One clock: '' for now reads Redis's TIME
+
+/// Asserts that `at` (ms) is within a second of Redis's clock.
+async fn assert_redis_time(h: &mut Harness, at: u64, what: &str) -> anyhow::Result<()> {
+    let time = h.redis_time().await?;
+    assert!(
+        at.abs_diff(time) <= 1_000,
+        "{what}: {at} is not within 1 s of TIME {time}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_empty_now_is_redis_time_in_issue_rotate_and_revoke() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    for via in [Via::Store, Via::Script] {
+        let family = FamilyId::random();
+        let key = h.family_key(family);
+        let created = h.on_redis_clock(issue(), family, via).await?;
+        let t0: u64 = created[1].parse()?;
+        assert_redis_time(&mut h, t0, &format!("issue through the {via:?}")).await?;
+        let x = t0 + LIFETIME;
+        assert_eq!(created, args!["created", t0, x], "{via:?}");
+        let record = |g, t, k, st| format!("{g} {t} {k} {x} {st} {CLIENT} read write");
+        assert_eq!(h.record(&key).await?, record(1, t0, "k1", "a"), "{via:?}");
+
+        let rotated = h.on_redis_clock(rotate(1, 0), family, via).await?;
+        let t1: u64 = rotated[2].parse()?;
+        assert_redis_time(&mut h, t1, &format!("rotate through the {via:?}")).await?;
+        assert!(
+            t1 >= t0,
+            "{via:?}: rotated at {t1}, before its issue at {t0}"
+        );
+        assert_eq!(
+            rotated,
+            args!["rotated", 2, t1, "k2", "read write", x],
+            "{via:?}"
+        );
+        let before = h.snapshot(&key).await?;
+        assert_eq!(before.0, Some(record(2, t1, "k2", "a")), "{via:?}");
+        // The loser of the race, on Redis's clock too: inside grace, the winner's pair.
+        let replayed = h
+            .on_redis_clock(rotate(1, 0).key("k3"), family, via)
+            .await?;
+        assert_eq!(
+            replayed,
+            args!["replayed", 2, t1, "k2", "read write", x],
+            "{via:?}"
+        );
+        assert_eq!(h.snapshot(&key).await?, before, "{via:?}");
+
+        let revoked = h.on_redis_clock(revoke(0), family, via).await?;
+        assert_eq!(revoked, ["revoked"], "{via:?}");
+        let FamilyStatus::Revoked { at_ms, .. } = h.decoded(&key).await?.status else {
+            panic!("{via:?}: not revoked: {:?}", h.get(&key).await?);
+        };
+        assert_redis_time(&mut h, at_ms, &format!("revoke through the {via:?}")).await?;
+        let revoked = Some(record(2, t1, "k2", &status("logout", at_ms)));
+        assert_eq!(h.snapshot(&key).await?, (revoked, before.1), "{via:?}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory: new families are refused first, at the high-water mark; Redis's own OOM is "full"
+
+#[tokio::test]
+async fn issue_refuses_new_families_at_the_high_water_mark_and_rotations_go_on()
+-> anyhow::Result<()> {
+    let redis_args = ["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"];
+    let mut h = Harness::start_with(&redis_args, 0).await?;
+    let (used, max) = h.memory().await?;
+    let fill = used * 1000 / max;
+    assert!(
+        (100..=800).contains(&fill),
+        "premise: a fresh node fills 4mb to {fill}‰, not 10-80%"
+    );
+    // 50‰ of 4mb is 200 KB, far more than these rows add or INFO's figure wanders.
+    let (reached, not_reached) = (&(fill - 50).to_string(), &(fill + 50).to_string());
+    let invalid = || Expect::Error("issue: invalid arguments");
+    let made = || created(NOW, ABSOLUTE);
+    let new_record = || NewTtl(standard_record(), up_to(IDLE));
+    #[rustfmt::skip]
+    let rows = [
+        // (case,
+        //     the family before, the call, the answer,          the family after), ARGV[7]
+        row("a mark memory has reached: store_full, nothing written",
+            no_family(), issue(), Expect::StoreFull, NoFamily).args(&[(7, reached)]),
+        row("mark 1‰",
+            no_family(), issue(), Expect::StoreFull, NoFamily).args(&[(7, "1")]),
+        row("a mark memory has not reached: created",
+            no_family(), issue(), made(),            new_record()).args(&[(7, not_reached)]),
+        row("mark 1000‰ (maxmemory itself): created",
+            no_family(), issue(), made(),            new_record()).args(&[(7, "1000")]),
+        row("mark 0: none, created",
+            no_family(), issue(), made(),            new_record()).args(&[(7, "0")]),
+        // Through the store too: this harness's store has mark 0.
+        row("no mark (ARGV[7] absent): created",
+            no_family(), issue(), made(),            new_record()),
+        row("mark over 1000: invalid",
+            no_family(), issue(), invalid(),         NoFamily).args(&[(7, "1001")]),
+        row("non-numeric mark: invalid",
+            no_family(), issue(), invalid(),         NoFamily).args(&[(7, "x")]),
+        row("an existing id past the mark: already exists",
+            issued(),    issue(), Expect::Error("issue: family already exists"), Unchanged).args(&[(7, reached)]),
+    ];
+    h.run(&rows).await?;
+
+    // A store whose mark memory has reached refuses new families, and rotates and revokes
+    // the families that exist.
+    let store = h.store_with(reached.parse()?)?;
+    let (family, refused) = (FamilyId::random(), FamilyId::random());
+    let key = h.issue(family).await?;
+    let err = store
+        .create_family(&issue().new_family(refused))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Full(_)), "{err:?}");
+    assert!(!h.exists(&h.family_key(refused)).await?);
+    let outcome = store.rotate(&rotate(1, T1).request(family)).await?;
+    assert_eq!(
+        outcome,
+        RotateOutcome::Issued(Rotation::Rotated, current(2, T1, "k2"))
+    );
+    assert_eq!(h.record(&key).await?, rec(2, T1, "k2", "a"));
+    let revoked = store.revoke(family, CLIENT, "logout", Some(T1 + 1)).await?;
+    assert_eq!(revoked, RevokeOutcome::Revoked);
+    assert_eq!(
+        h.record(&key).await?,
+        rec(2, T1, "k2", &status("logout", T1 + 1))
+    );
+    let (used_after, _) = h.memory().await?;
+    let mark: u64 = reached.parse()?;
+    assert!(
+        used_after * 1000 >= max * mark,
+        "memory fell below the mark: {used_after}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_family_past_maxmemory_is_full_not_corrupt() -> anyhow::Result<()> {
+    // Mark 0: the script never refuses, so what the store sees is Redis's own OOM error.
+    let mut h = Harness::start_with(&["--maxmemory-policy", "noeviction"], 0).await?;
+    h.issue(FamilyId::random()).await?; // loads issue.lua while there is room
+    let (used, _) = h.memory().await?;
+    let limit = (used / 2).to_string();
+    let _: () = h.cmd(&["CONFIG", "SET", "maxmemory", &limit]).await?;
+
+    let family = FamilyId::random();
+    let key = h.family_key(family);
+    let err = h
+        .store
+        .create_family(&issue().new_family(family))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Full(_)), "{err:?}");
+    let direct = h.call(issue(), &key).await;
+    assert_invalid(
+        direct,
+        "command not allowed when used memory",
+        "issue.lua past maxmemory",
+    );
+    // With the default mark, the script refuses first: full as well.
+    let marked = h.store_with(DEFAULT_HIGH_WATER_PERMILLE)?;
+    let err = marked
+        .create_family(&issue().new_family(family))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Full(_)), "{err:?}");
     assert_eq!(
         h.snapshot(&key).await?,
-        (
-            Some(format!(
-                "1 {NOW} k1 {ABSOLUTE} r:Admin_revoke-2:{} {CLIENT} read write",
-                NOW + 1
-            )),
-            before.1
-        )
+        (None, -2),
+        "past maxmemory, a family was written"
     );
+
+    // Room again: the same family is created.
+    let _: () = h.cmd(&["CONFIG", "SET", "maxmemory", "0"]).await?;
+    let created = h.store.create_family(&issue().new_family(family)).await?;
+    assert_eq!(created, current(1, NOW, "k1"));
     Ok(())
 }
 
@@ -1372,89 +683,45 @@ async fn revoke_rejects_invalid_arguments_and_changes_nothing() -> anyhow::Resul
 async fn rotate_and_revoke_answer_an_error_on_a_corrupt_record_and_leave_it_unchanged()
 -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.family_key(family);
     let corrupt = [
-        "garbage",
-        "",
+        "garbage".to_owned(),
+        String::new(),
         // Fields missing, or not numbers where numbers belong.
-        "1 2 k1",
-        &format!("1 {NOW} k1 {ABSOLUTE} a"),
-        &format!("x {NOW} k1 {ABSOLUTE} a {CLIENT} read write"),
-        &format!("1 {NOW} k1 later a {CLIENT} read write"),
+        "1 2 k1".to_owned(),
+        format!("1 {NOW} k1 {ABSOLUTE} a"),
+        format!("x {NOW} k1 {ABSOLUTE} a {CLIENT} read write"),
+        format!("1 {NOW} k1 later a {CLIENT} read write"),
         // Two spaces where one separates fields.
-        &format!("1  {NOW} k1 {ABSOLUTE} a {CLIENT} read write"),
+        format!("1  {NOW} k1 {ABSOLUTE} a {CLIENT} read write"),
     ];
+    // Calls that would rotate, roll forward or revoke a sound family; issue.lua does not
+    // overwrite it either. Through the store, each error is a broken invariant, not an outage.
+    let probes: [(Op, &str); 5] = [
+        (rotate(1, NOW + 1).into(), "corrupt family record"),
+        (rotate(2, NOW + 1).into(), "corrupt family record"),
+        (rotate(9, NOW + 1).into(), "corrupt family record"),
+        (revoke(NOW + 1).into(), "corrupt family record"),
+        (
+            issue().scopes("read").into(),
+            "issue: family already exists",
+        ),
+    ];
+    let rows: Vec<Row> = corrupt
+        .iter()
+        .flat_map(|record| {
+            probes.iter().map(move |(op, error)| {
+                let case = format!("{record:?}, {} {:?}", op.name(), op.argv());
+                row(case, written(record), *op, Expect::Error(error), Unchanged)
+            })
+        })
+        .collect();
+    h.run(&rows).await?;
+
     for record in corrupt {
-        // A deadline as issue.lua would set, so "unchanged" covers the TTL as well.
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg(record)
-            .arg("PX")
-            .arg(HOUR)
-            .query_async(&mut h.conn)
-            .await?;
-        let before = h.snapshot(&key).await?;
-        assert!(before.1 > 0, "{record:?}: {before:?}");
-
-        // Arguments that would rotate, roll forward or revoke a sound family.
-        for p in [1, 2, 9] {
-            let result = h
-                .invoke(
-                    &scripts::ROTATE,
-                    &key,
-                    &[
-                        &p,
-                        &CLIENT,
-                        &(NOW + 1),
-                        &GRACE,
-                        &IDLE,
-                        &"k2",
-                        &"revoke-family",
-                    ],
-                )
-                .await;
-            assert_invalid(
-                result,
-                "corrupt family record",
-                &format!("rotate {record:?}"),
-            );
-        }
-        let result = h
-            .invoke(&scripts::REVOKE, &key, &[&CLIENT, &"logout", &(NOW + 1)])
-            .await;
-        assert_invalid(
-            result,
-            "corrupt family record",
-            &format!("revoke {record:?}"),
-        );
-        // issue.lua does not overwrite it either.
-        let result = h
-            .invoke(
-                &scripts::ISSUE,
-                &key,
-                &[&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &IDLE],
-            )
-            .await;
-        assert_invalid(result, "issue: family already exists", record);
-        assert_eq!(h.snapshot(&key).await?, before, "{record:?}: changed");
-
-        // Through the store, the same errors are broken invariants, not outages.
-        let err = h
-            .store
-            .rotate(&refresh(family, 1, NOW + 1))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(_)), "{record:?}: {err:?}");
-        let err = h
-            .store
-            .revoke(family, CLIENT, "logout", Some(NOW + 1))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(_)), "{record:?}: {err:?}");
+        let family = FamilyId::random();
+        let _: () = h.cmd(&["SET", &h.family_key(family), &record]).await?;
         let err = h.store.family(family).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{record:?}: {err:?}");
-        assert_eq!(h.snapshot(&key).await?, before, "{record:?}: changed");
     }
     Ok(())
 }
@@ -1479,45 +746,29 @@ async fn a_family_left_in_the_old_hash_format_is_an_error_and_stays_as_it_was() 
         .arg(&old)
         .query_async(&mut h.conn)
         .await?;
-    let _: () = redis::cmd("PEXPIRE")
-        .arg(&key)
-        .arg(HOUR)
-        .query_async(&mut h.conn)
-        .await?;
+    let _: () = h.cmd(&["PEXPIRE", &key, &HOUR.to_string()]).await?;
     let before = h.deadline(&key).await?;
     assert!(before > 0);
 
-    let result = h
-        .invoke(
-            &scripts::ROTATE,
-            &key,
-            &[
-                &1,
-                &CLIENT,
-                &(NOW + 1),
-                &GRACE,
-                &IDLE,
-                &"k2",
-                &"revoke-family",
-            ],
-        )
-        .await;
-    assert_invalid(result, "WRONGTYPE", "rotate on a hash");
-    let result = h
-        .invoke(&scripts::REVOKE, &key, &[&CLIENT, &"logout", &(NOW + 1)])
-        .await;
-    assert_invalid(result, "WRONGTYPE", "revoke on a hash");
-    let result = h
-        .invoke(
-            &scripts::ISSUE,
-            &key,
-            &[&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &IDLE],
-        )
-        .await;
-    assert_invalid(result, "issue: family already exists", "issue on a hash");
+    assert_invalid(
+        h.call(rotate(1, NOW + 1), &key).await,
+        "WRONGTYPE",
+        "rotate on a hash",
+    );
+    assert_invalid(
+        h.call(revoke(NOW + 1), &key).await,
+        "WRONGTYPE",
+        "revoke on a hash",
+    );
+    let issue_on_hash = h.call(issue().scopes("read"), &key).await;
+    assert_invalid(
+        issue_on_hash,
+        "issue: family already exists",
+        "issue on a hash",
+    );
     let err = h
         .store
-        .rotate(&refresh(family, 1, NOW + 1))
+        .rotate(&rotate(1, NOW + 1).request(family))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
@@ -1538,93 +789,48 @@ fn assert_round_trip(record: &str, expected: &FamilyState) {
 #[tokio::test]
 async fn records_written_by_the_scripts_round_trip_through_family_record() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let mut expected = FamilyState {
+    let (family, bare) = (FamilyId::random(), FamilyId::random());
+    let active = |generation, rotated_at_ms, key_id: &str| FamilyState {
         client_id: CLIENT.into(),
         scopes: scopes(),
-        generation: 1,
-        rotated_at_ms: NOW,
-        key_id: "k1".into(),
+        generation,
+        rotated_at_ms,
+        key_id: key_id.into(),
         status: FamilyStatus::Active,
         absolute_expiry_ms: ABSOLUTE,
     };
-    let check = async |h: &mut Harness, expected: &FamilyState| -> anyhow::Result<()> {
-        let record = h.record(&key).await?;
-        assert_round_trip(&record, expected);
+    let revoked = |reason: &str, at_ms| FamilyStatus::Revoked {
+        reason: reason.into(),
+        at_ms,
+    };
+    let (t3, logout) = (T2 + GRACE + 1, revoke(NOW + 5).reason("user_logout-1"));
+    let no_scopes = |status| FamilyState {
+        scopes: Scopes::default(),
+        status,
+        ..active(1, NOW, "k1")
+    };
+    // Calls through the store, and the family Rust must read from the record each leaves:
+    // issue.lua; rotate.lua's rotation, roll-forward and revocation on reuse; revoke.lua on a
+    // family with no scopes (a record of six fields).
+    #[rustfmt::skip]
+    let steps: [(FamilyId, Op, FamilyState); 6] = [
+        (family, issue().into(),                    active(1, NOW, "k1")),
+        (family, rotate(1, T1).into(),              active(2, T1, "k2")),
+        (family, rotate(7, T2).key("k-3_x").into(), active(8, T2, "k-3_x")),
+        (family, rotate(7, t3).into(),              FamilyState { status: revoked("reuse", t3), ..active(8, T2, "k-3_x") }),
+        (bare,   issue().scopes("").into(),         no_scopes(FamilyStatus::Active)),
+        (bare,   logout.into(),                     no_scopes(revoked("user_logout-1", NOW + 5))),
+    ];
+    for (family, op, expected) in steps {
+        h.through_store(&op, family).await?;
+        assert_round_trip(&h.record(&h.family_key(family)).await?, &expected);
         // The store's typed read is the same decoding.
-        assert_eq!(h.store.family(family).await?.as_ref(), Some(expected));
-        Ok(())
-    };
-    // issue.lua
-    check(&mut h, &expected).await?;
-
-    // rotate.lua: rotation, roll-forward, then revocation on reuse.
-    let t1 = NOW + 1_000;
-    h.rotate(refresh(family, 1, t1)).await?;
-    expected = FamilyState {
-        generation: 2,
-        rotated_at_ms: t1,
-        key_id: "k2".into(),
-        ..expected
-    };
-    check(&mut h, &expected).await?;
-    let t2 = t1 + 1_000;
-    h.rotate(RotateRequest {
-        signing_key_id: "k-3_x",
-        ..refresh(family, 7, t2)
-    })
-    .await?;
-    expected = FamilyState {
-        generation: 8,
-        rotated_at_ms: t2,
-        key_id: "k-3_x".into(),
-        ..expected
-    };
-    check(&mut h, &expected).await?;
-    let t3 = t2 + GRACE + 1;
-    h.rotate(refresh(family, 7, t3)).await?;
-    expected.status = FamilyStatus::Revoked {
-        reason: "reuse".into(),
-        at_ms: t3,
-    };
-    check(&mut h, &expected).await?;
-
-    // revoke.lua, on a family with no scopes (the record has six fields only).
-    let bare = FamilyId::random();
-    h.store
-        .create_family(&NewFamily {
-            scopes: Scopes::default(),
-            ..standard_family(bare)
-        })
-        .await?;
-    let bare_key = h.family_key(bare);
-    let at = NOW + 5;
-    assert_eq!(
-        h.store
-            .revoke(bare, CLIENT, "user_logout-1", Some(at))
-            .await?,
-        RevokeOutcome::Revoked
-    );
-    let record = h.record(&bare_key).await?;
+        assert_eq!(h.store.family(family).await?, Some(expected));
+    }
+    let record = h.record(&h.family_key(bare)).await?;
     assert_eq!(
         record,
-        format!("1 {NOW} k1 {ABSOLUTE} r:user_logout-1:{at} {CLIENT}")
-    );
-    assert_round_trip(
-        &record,
-        &FamilyState {
-            client_id: CLIENT.into(),
-            scopes: Scopes::default(),
-            generation: 1,
-            rotated_at_ms: NOW,
-            key_id: "k1".into(),
-            status: FamilyStatus::Revoked {
-                reason: "user_logout-1".into(),
-                at_ms: at,
-            },
-            absolute_expiry_ms: ABSOLUTE,
-        },
+        format!("1 {NOW} k1 {ABSOLUTE} r:user_logout-1:{} {CLIENT}", NOW + 5)
     );
     Ok(())
 }
@@ -1637,32 +843,10 @@ async fn records_written_by_the_scripts_round_trip_through_family_record() -> an
 #[tokio::test]
 async fn issue_refuses_a_key_id_with_a_tab_or_stores_it_readably() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.family_key(family);
-    let result = h
-        .invoke(
-            &scripts::ISSUE,
-            &key,
-            &[&CLIENT, &"read write", &NOW, &"k\t1", &LIFETIME, &IDLE],
-        )
-        .await;
-    if result.is_ok() {
+    let key = h.family_key(FamilyId::random());
+    if h.call(issue().key("k\t1"), &key).await.is_ok() {
         assert_eq!(h.decoded(&key).await?.key_id, "k\t1");
-        let rotated = h
-            .invoke(
-                &scripts::ROTATE,
-                &key,
-                &[
-                    &1,
-                    &CLIENT,
-                    &(NOW + 1),
-                    &GRACE,
-                    &IDLE,
-                    &"k2",
-                    &"revoke-family",
-                ],
-            )
-            .await;
+        let rotated = h.call(rotate(1, NOW + 1), &key).await;
         assert!(
             matches!(rotated.as_deref(), Ok([outcome, ..]) if outcome == "rotated"),
             "issue.lua accepted key id \"k\\t1\" and wrote {:?}, which rotate.lua cannot read: {rotated:?}",
@@ -1677,40 +861,10 @@ async fn issue_refuses_a_key_id_with_a_tab_or_stores_it_readably() -> anyhow::Re
 #[tokio::test]
 async fn rotate_refuses_a_key_id_with_a_tab_or_stores_it_readably() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let result = h
-        .invoke(
-            &scripts::ROTATE,
-            &key,
-            &[
-                &1,
-                &CLIENT,
-                &(NOW + 1),
-                &GRACE,
-                &IDLE,
-                &"k\t2",
-                &"revoke-family",
-            ],
-        )
-        .await;
-    if result.is_ok() {
+    let key = h.issue(FamilyId::random()).await?;
+    if h.call(rotate(1, NOW + 1).key("k\t2"), &key).await.is_ok() {
         assert_eq!(h.decoded(&key).await?.key_id, "k\t2");
-        let next = h
-            .invoke(
-                &scripts::ROTATE,
-                &key,
-                &[
-                    &2,
-                    &CLIENT,
-                    &(NOW + 2),
-                    &GRACE,
-                    &IDLE,
-                    &"k3",
-                    &"revoke-family",
-                ],
-            )
-            .await;
+        let next = h.call(rotate(2, NOW + 2).key("k3"), &key).await;
         assert!(
             matches!(next.as_deref(), Ok([outcome, ..]) if outcome == "rotated"),
             "rotate.lua accepted key id \"k\\t2\" and wrote {:?}, which it cannot read back: {next:?}",
@@ -1727,33 +881,14 @@ async fn rotate_refuses_a_key_id_with_a_tab_or_stores_it_readably() -> anyhow::R
 async fn issue_refuses_a_client_id_with_a_tab_or_keeps_the_family_that_clients()
 -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.family_key(family);
-    let result = h
-        .invoke(
-            &scripts::ISSUE,
-            &key,
-            &[&"we\tb", &"read", &NOW, &"k1", &LIFETIME, &IDLE],
-        )
-        .await;
-    if result.is_ok() {
+    let key = h.family_key(FamilyId::random());
+    if h.call(issue().by("we\tb").scopes("read"), &key)
+        .await
+        .is_ok()
+    {
         let before = h.snapshot(&key).await?;
         assert_eq!(h.decoded(&key).await?.client_id, "we\tb");
-        let foreign = h
-            .invoke(
-                &scripts::ROTATE,
-                &key,
-                &[
-                    &1,
-                    &"we",
-                    &(NOW + 1),
-                    &GRACE,
-                    &IDLE,
-                    &"k2",
-                    &"revoke-family",
-                ],
-            )
-            .await;
+        let foreign = h.call(rotate(1, NOW + 1).by("we"), &key).await;
         assert_eq!(
             foreign.as_deref().ok(),
             Some(["client_mismatch".to_owned()].as_slice()),
@@ -1761,9 +896,7 @@ async fn issue_refuses_a_client_id_with_a_tab_or_keeps_the_family_that_clients()
             h.get(&key).await?
         );
         assert_eq!(h.snapshot(&key).await?, before);
-        let foreign = h
-            .invoke(&scripts::REVOKE, &key, &[&"we", &"logout", &(NOW + 1)])
-            .await;
+        let foreign = h.call(revoke(NOW + 1).by("we"), &key).await;
         assert_eq!(
             foreign.as_deref().ok(),
             Some(["client_mismatch".to_owned()].as_slice()),
@@ -1778,6 +911,24 @@ async fn issue_refuses_a_client_id_with_a_tab_or_keeps_the_family_that_clients()
 
 // ---------------------------------------------------------------------------------------------
 // create_client.lua, set_client_secret.lua, delete_client.lua
+
+/// A Redis hash as read by HGETALL (clients).
+type Hash = BTreeMap<String, String>;
+
+fn hash(pairs: &[(&str, &str)]) -> Hash {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// `hash` with some fields replaced or added.
+fn with(mut hash: Hash, changes: &[(&str, &str)]) -> Hash {
+    for (k, v) in changes {
+        hash.insert((*k).to_owned(), (*v).to_owned());
+    }
+    hash
+}
 
 fn confidential_client(client_id: &str) -> Client {
     Client {
@@ -1812,6 +963,12 @@ fn confidential_hash() -> Hash {
         ("h", "hash-1"),
         ("ca", &NOW.to_string()),
     ])
+}
+
+impl Harness {
+    async fn hgetall(&mut self, key: &str) -> anyhow::Result<Hash> {
+        self.cmd(&["HGETALL", key]).await
+    }
 }
 
 #[tokio::test]
@@ -1921,12 +1078,13 @@ async fn set_client_secret_replaces_only_a_live_confidential_clients_hash() -> a
     assert!(!h.exists(&h.client_key("ghost")).await?);
 
     // An empty hash is an invalid argument, not a way to clear a secret.
-    let web_before = h.hgetall(&h.client_key("web")).await?;
+    let web_key = h.client_key("web");
+    let web_before = h.hgetall(&web_key).await?;
     let result = h
-        .invoke(&scripts::SET_CLIENT_SECRET, &h.client_key("web"), &[&""])
+        .invoke(&scripts::SET_CLIENT_SECRET, &web_key, &["".to_owned()])
         .await;
     assert_invalid(result, "set_client_secret: invalid arguments", "empty hash");
-    assert_eq!(h.hgetall(&h.client_key("web")).await?, web_before);
+    assert_eq!(h.hgetall(&web_key).await?, web_before);
     Ok(())
 }
 
@@ -1934,77 +1092,36 @@ async fn set_client_secret_replaces_only_a_live_confidential_clients_hash() -> a
 async fn create_client_script_rejects_invalid_arguments_and_writes_nothing() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
     let key = h.client_key("web");
-
-    // ARGV: name, type, scopes, policy, secret hash, now.
-    let cases: [(&str, [&dyn Display; 6]); 7] = [
-        (
-            "confidential with an empty hash",
-            [&"Web", &"confidential", &"read", &"reject-only", &"", &NOW],
-        ),
-        (
-            "public with a hash",
-            [
-                &"Web",
-                &"public",
-                &"read",
-                &"revoke-family",
-                &"hash-1",
-                &NOW,
-            ],
-        ),
-        (
-            "unknown type",
-            [
-                &"Web",
-                &"private",
-                &"read",
-                &"revoke-family",
-                &"hash-1",
-                &NOW,
-            ],
-        ),
-        (
-            "unknown policy",
-            [&"Web", &"confidential", &"read", &"revoke", &"hash-1", &NOW],
-        ),
-        ("empty policy", [&"Web", &"public", &"read", &"", &"", &NOW]),
-        (
-            "empty name",
-            [
-                &"",
-                &"confidential",
-                &"read",
-                &"reject-only",
-                &"hash-1",
-                &NOW,
-            ],
-        ),
-        (
-            "non-numeric now",
-            [
-                &"Web",
-                &"confidential",
-                &"read",
-                &"reject-only",
-                &"hash-1",
-                &"now",
-            ],
-        ),
+    // ARGV: 1 name, 2 type, 3 scopes, 4 policy, 5 secret hash, 6 now.
+    let baseline = args!["Web", "confidential", "read", "reject-only", "hash-1", NOW];
+    let rows: [(&str, &[(usize, &str)]); 7] = [
+        ("confidential with an empty hash", &[(5, "")]),
+        ("public with a hash", &[(2, "public"), (4, "revoke-family")]),
+        ("unknown type", &[(2, "private"), (4, "revoke-family")]),
+        ("unknown policy", &[(4, "revoke")]),
+        ("empty policy", &[(2, "public"), (4, ""), (5, "")]),
+        ("empty name", &[(1, "")]),
+        ("non-numeric now", &[(6, "now")]),
     ];
-    for (case, args) in cases {
+    // The baseline the rows change is valid (on a key of its own).
+    let other = h.client_key("baseline");
+    let reply = h.invoke(&scripts::CREATE_CLIENT, &other, &baseline).await?;
+    assert_eq!(reply, ["1"], "baseline");
+    for (case, slots) in rows {
+        let args = changed(baseline.clone(), slots);
         let result = h.invoke(&scripts::CREATE_CLIENT, &key, &args).await;
         assert_invalid(result, "create_client: invalid arguments", case);
         assert!(!h.exists(&key).await?, "{case}: wrote the client");
     }
 
     // Control: the valid form creates the client (reply 1), then reports the id taken (0).
-    let valid: [&dyn Display; 6] = [
-        &"Web app",
-        &"confidential",
-        &"read write",
-        &"reject-only",
-        &"hash-1",
-        &NOW,
+    let valid = args![
+        "Web app",
+        "confidential",
+        "read write",
+        "reject-only",
+        "hash-1",
+        NOW
     ];
     assert_eq!(
         h.invoke(&scripts::CREATE_CLIENT, &key, &valid).await?,
@@ -2015,97 +1132,5 @@ async fn create_client_script_rejects_invalid_arguments_and_writes_nothing() -> 
         ["0"]
     );
     assert_eq!(h.hgetall(&key).await?, confidential_hash());
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Numbers that are not plain whole numbers must be refused before the first write: Redis does
-// not roll a script back when a later command fails, and a fraction must not reach the record.
-
-#[tokio::test]
-async fn issue_with_a_fractional_idle_ttl_is_refused_and_writes_nothing() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let key = h.family_key(FamilyId::random());
-    let result = h
-        .invoke(
-            &scripts::ISSUE,
-            &key,
-            &[&CLIENT, &"read", &NOW, &"k1", &LIFETIME, &"1.5"],
-        )
-        .await;
-    assert!(result.is_err(), "{result:?}");
-    assert_eq!(
-        h.snapshot(&key).await?,
-        (None, -2),
-        "an error reply left a family behind"
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn rotate_with_a_fractional_idle_ttl_is_refused_and_changes_nothing() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let family = FamilyId::random();
-    let key = h.issue(family).await?;
-    let before = h.snapshot(&key).await?;
-    let result = h
-        .invoke(
-            &scripts::ROTATE,
-            &key,
-            &[
-                &1,
-                &CLIENT,
-                &(NOW + 1),
-                &GRACE,
-                &"86400000.5",
-                &"k2",
-                &"revoke-family",
-            ],
-        )
-        .await;
-    assert!(result.is_err(), "{result:?}");
-    // The caller sees an error, yet the family has moved to generation 2: the pair it never
-    // received is now current, and its retry is a replay or, past grace, a reuse.
-    assert_eq!(
-        h.snapshot(&key).await?,
-        before,
-        "an error reply advanced the family"
-    );
-    Ok(())
-}
-
-/// A rotation request delayed in transit (stamped before the family's latest rotation) that
-/// would count as reuse is refused without revoking: its caller gave up and retried long ago.
-/// Stamped after the rotation, the same request is reuse and revokes.
-#[tokio::test]
-async fn rotate_a_delayed_duplicate_is_refused_without_revoking() -> anyhow::Result<()> {
-    let mut h = Harness::start().await?;
-    let key = h.issue(FamilyId::random()).await?;
-    let args = |p: u64, now: u64| -> Vec<String> {
-        [
-            p.to_string(),
-            CLIENT.to_string(),
-            now.to_string(),
-            "10000".into(),
-            IDLE.to_string(),
-        ]
-        .into_iter()
-        .chain(["k1".into(), "revoke-family".into()])
-        .collect()
-    };
-    let mut rotate = async |p: u64, now: u64| {
-        let args = args(p, now);
-        let args: Vec<&dyn Display> = args.iter().map(|a| a as &dyn Display).collect();
-        h.invoke(&scripts::ROTATE, &key, &args).await
-    };
-    // Generation 1 -> 2 at NOW+1, then 2 -> 3 at NOW+2.
-    assert_eq!(rotate(1, NOW + 1).await?[0], "rotated");
-    assert_eq!(rotate(2, NOW + 2).await?[0], "rotated");
-    // A duplicate of the first rotation, stamped NOW+1, arrives only now: refused, no change.
-    assert_eq!(rotate(1, NOW + 1).await?, ["reused_stale"]);
-    // The same token presented now is reuse, and revokes.
-    assert_eq!(rotate(1, NOW + 3).await?, ["reused_revoked"]);
-    let record = h.get(&key).await?.expect("the family is kept, revoked");
-    assert!(record.contains(" r:reuse:"), "{record:?}");
     Ok(())
 }
