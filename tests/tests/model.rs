@@ -142,6 +142,7 @@ impl Case {
             timeout: Duration::from_secs(5),
             key_prefix: prefix.clone(),
             replica_wait: None,
+            high_water_permille: token_store::DEFAULT_HIGH_WATER_PERMILLE,
         })
         .unwrap();
         let service = TokenService::new(

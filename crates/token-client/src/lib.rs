@@ -15,7 +15,7 @@
 //! # Retry policy
 //! An attempt is retried when it fails with `UNAVAILABLE`, `DEADLINE_EXCEEDED` (from the
 //! server, or the local deadline), `RESOURCE_EXHAUSTED` whose `ErrorInfo.reason` is
-//! `OVERLOADED`, or a transport failure (connection refused or reset, HTTP/2 error). Nothing
+//! `OVERLOADED` or `STORE_FULL`, or a transport failure (connection refused or reset, HTTP/2 error). Nothing
 //! else is retried: `UNAUTHENTICATED`, `INVALID_ARGUMENT`, `RATE_LIMITED` and the rest go back
 //! to the caller after one attempt. Before retry *n* the client sleeps a uniformly random time
 //! in `[0, min(max_backoff, base_backoff × 2^(n-1))]` (full jitter), or the status's

@@ -14,9 +14,12 @@ use crate::config::ClientConfig;
 /// load. `RATE_LIMITED` is not retried: the caller is over its own budget and retrying at once
 /// only spends more of it.
 pub const OVERLOADED: &str = "OVERLOADED";
+/// `RESOURCE_EXHAUSTED` because Redis is at its memory high-water mark: nothing was written,
+/// so the same request may be sent again after the server's `RetryInfo` delay.
+pub const STORE_FULL: &str = "STORE_FULL";
 
 /// Whether a failed attempt may be tried again: `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
-/// `RESOURCE_EXHAUSTED` with reason `OVERLOADED`, and transport failures (a status the client
+/// `RESOURCE_EXHAUSTED` with reason `OVERLOADED` or `STORE_FULL`, and transport failures (a status the client
 /// built from a connection, HTTP/2 or I/O error rather than one the server sent). Nothing else:
 /// in particular never `UNAUTHENTICATED` or `INVALID_ARGUMENT`.
 pub fn is_retryable(status: &Status) -> bool {
@@ -25,7 +28,7 @@ pub fn is_retryable(status: &Status) -> bool {
             Code::Unavailable | Code::DeadlineExceeded => true,
             Code::ResourceExhausted => status
                 .get_details_error_info()
-                .is_some_and(|info| info.reason == OVERLOADED),
+                .is_some_and(|info| info.reason == OVERLOADED || info.reason == STORE_FULL),
             _ => false,
         }
 }
@@ -130,6 +133,11 @@ mod tests {
 
     #[test]
     fn retries_only_transient_statuses() {
+        assert!(is_retryable(&with_reason(
+            Code::ResourceExhausted,
+            STORE_FULL,
+            Some(Duration::from_secs(1))
+        )));
         assert!(is_retryable(&with_reason(
             Code::Unavailable,
             "STORE_UNAVAILABLE",

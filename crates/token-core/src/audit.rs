@@ -83,9 +83,10 @@ impl RefreshOutcome {
             | Error::ClientNotFound(_)
             | Error::PublicClient(_)
             | Error::NotAuthorized(_) => RefreshOutcome::Rejected,
-            Error::StoreUnavailable(_) | Error::Overloaded | Error::Internal(_) => {
-                RefreshOutcome::Unavailable
-            }
+            Error::StoreUnavailable(_)
+            | Error::StoreFull(_)
+            | Error::Overloaded
+            | Error::Internal(_) => RefreshOutcome::Unavailable,
         }
     }
 

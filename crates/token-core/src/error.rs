@@ -48,6 +48,11 @@ pub enum Error {
     #[error("the token store is unavailable")]
     StoreUnavailable(#[source] StoreError),
 
+    /// Redis is at its memory high-water mark (or answered out-of-memory): new families are
+    /// refused so that existing ones keep rotating. Nothing was written; retry later.
+    #[error("the token store is at its memory high-water mark; retry later")]
+    StoreFull(#[source] StoreError),
+
     /// The instance is at its concurrency limit; retry shortly (with RetryInfo).
     #[error("the service is overloaded; retry shortly")]
     Overloaded,
@@ -91,6 +96,7 @@ impl Error {
             Error::TokenReused { .. } => "TOKEN_REUSED",
             Error::InvalidScope(_) => "INVALID_SCOPE",
             Error::StoreUnavailable(_) => "STORE_UNAVAILABLE",
+            Error::StoreFull(_) => "STORE_FULL",
             Error::Overloaded => "OVERLOADED",
             Error::RateLimited { .. } => "RATE_LIMITED",
             Error::NotAuthorized(_) => "CALLER_NOT_AUTHORIZED",
@@ -116,6 +122,10 @@ pub enum StoreError {
     /// every operation is safe to retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store is at its memory high-water mark or out of memory: it refused to write, and
+    /// nothing changed.
+    #[error("store full: {0}")]
+    Full(String),
     /// The store answered something that breaks an invariant.
     #[error("store returned an unexpected reply: {0}")]
     Corrupt(String),
@@ -125,6 +135,7 @@ impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable(_) => Error::StoreUnavailable(err),
+            StoreError::Full(_) => Error::StoreFull(err),
             StoreError::Corrupt(detail) => Error::Internal(detail),
         }
     }

@@ -34,7 +34,7 @@ pub mod token;
 pub mod validate;
 
 pub use client::{Client, ClientType, ReusePolicy};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SyncedClock, SystemClock};
 pub use error::{Error, StoreError};
 pub use keyring::Keyring;
 pub use scope::Scopes;

@@ -251,31 +251,24 @@ impl<S: Store> TokenService<S> {
             requested
         };
 
-        let now_ms = self.clock.now_ms();
         let family = NewFamily {
             family: FamilyId::random(),
             client_id: client.client_id.clone(),
             scopes,
-            now_ms,
+            fixed_now_ms: self.clock.fixed_ms(),
             key_id: self.keyring().signing_key_id().to_owned(),
-            absolute_expiry_ms: now_ms + millis(self.lifetimes.refresh_absolute_ttl),
+            absolute_ttl_ms: millis(self.lifetimes.refresh_absolute_ttl),
             idle_ttl_ms: millis(self.lifetimes.refresh_idle_ttl),
         };
-        self.store.create_family(&family).await?;
-        let current = Current {
-            generation: 1,
-            rotated_at_ms: now_ms,
-            key_id: family.key_id,
-            scopes: family.scopes,
-            absolute_expiry_ms: family.absolute_expiry_ms,
-        };
+        // The store's clock stamps generation 1: its issue time goes into the tokens.
+        let current = self.store.create_family(&family).await?;
         self.mint_pair(
             family.family,
             req.subject,
             &current,
             None,
             Rotation::Rotated,
-            now_ms,
+            current.rotated_at_ms,
         )
     }
 
@@ -351,6 +344,8 @@ impl<S: Store> TokenService<S> {
         req: RefreshRequest<'_>,
         seen: &mut Seen,
     ) -> Result<TokenPair, Error> {
+        // When the request reached us, on the one clock: see `RotateRequest::stamp_ms`.
+        let stamp_ms = self.clock.now_ms();
         let requested = Scopes::parse("scopes", req.scopes)?;
         let Claims::Refresh(claims) = self.keyring().verify("refresh_token", req.refresh_token)?
         else {
@@ -372,7 +367,6 @@ impl<S: Store> TokenService<S> {
             requested.check_within(&family.scopes)?;
         }
 
-        let now_ms = self.clock.now_ms();
         let keyring = self.keyring();
         let outcome = self
             .store
@@ -380,7 +374,8 @@ impl<S: Store> TokenService<S> {
                 family: claims.family,
                 presented_generation: claims.generation,
                 client_id: &client.client_id,
-                now_ms,
+                fixed_now_ms: self.clock.fixed_ms(),
+                stamp_ms,
                 grace_ms: millis(self.lifetimes.grace),
                 idle_ttl_ms: millis(self.lifetimes.refresh_idle_ttl),
                 signing_key_id: keyring.signing_key_id(),
@@ -395,6 +390,8 @@ impl<S: Store> TokenService<S> {
                     Rotation::RolledForward => "ahead of the store (lost write)",
                 };
                 let narrowed = (!requested.is_empty()).then_some(&requested);
+                // A fresh rotation happened at the store's now; never count from before it.
+                let now_ms = self.clock.now_ms().max(current.rotated_at_ms);
                 self.mint_pair(
                     claims.family,
                     &claims.subject,
@@ -440,7 +437,7 @@ impl<S: Store> TokenService<S> {
                 claims.family(),
                 &client.client_id,
                 REVOKED_BY_CLIENT,
-                self.clock.now_ms(),
+                self.clock.fixed_ms(),
             )
             .await?;
         match outcome {

@@ -15,9 +15,11 @@ pub struct NewFamily {
     pub family: FamilyId,
     pub client_id: String,
     pub scopes: Scopes,
-    pub now_ms: u64,
+    /// `None` (production): the store's own clock says when the family starts.
+    pub fixed_now_ms: Option<u64>,
     pub key_id: String,
-    pub absolute_expiry_ms: u64,
+    /// The family lapses this long after it starts, however much it is used.
+    pub absolute_ttl_ms: u64,
     /// How long the family lives unused; also the store's garbage-collection TTL.
     pub idle_ttl_ms: u64,
 }
@@ -28,7 +30,11 @@ pub struct RotateRequest<'a> {
     pub family: FamilyId,
     pub presented_generation: u64,
     pub client_id: &'a str,
-    pub now_ms: u64,
+    /// `None` (production): the store decides with its own clock.
+    pub fixed_now_ms: Option<u64>,
+    /// When the request reached the service, on the one clock as the instance reads it: a
+    /// request stamped before the family's last rotation is a late duplicate, not theft.
+    pub stamp_ms: u64,
     /// Zero turns grace replays off.
     pub grace_ms: u64,
     pub idle_ttl_ms: u64,
@@ -142,11 +148,13 @@ pub enum RevokeOutcome {
 
 /// Family and client state. Implementations make each family change atomic.
 pub trait Store: Send + Sync + 'static {
-    /// Creates a family at generation 1. Fails (as corrupt) if the id already exists.
+    /// Creates a family at generation 1 and returns that generation, stamped by the store's
+    /// clock. Fails (as corrupt) if the id already exists, and as full when the store is past
+    /// its memory high-water mark.
     fn create_family(
         &self,
         family: &NewFamily,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Current, StoreError>> + Send;
 
     /// The refresh state machine, atomically.
     fn rotate(
@@ -154,13 +162,13 @@ pub trait Store: Send + Sync + 'static {
         request: &RotateRequest<'_>,
     ) -> impl Future<Output = Result<RotateOutcome, StoreError>> + Send;
 
-    /// Revokes the family if it belongs to `client_id`.
+    /// Revokes the family if it belongs to `client_id`, at the store's time (or `fixed_now_ms`).
     fn revoke(
         &self,
         family: FamilyId,
         client_id: &str,
         reason: &str,
-        now_ms: u64,
+        fixed_now_ms: Option<u64>,
     ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send;
 
     /// Reads a family; `None` when the store no longer has it.

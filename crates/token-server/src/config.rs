@@ -102,6 +102,17 @@ pub struct Config {
     #[arg(long, env = "TOKEN_REDIS_WAIT_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub redis_wait_timeout: Duration,
 
+    /// Past this share of Redis's `maxmemory` (on any node), new token families are refused
+    /// with RESOURCE_EXHAUSTED / STORE_FULL so that existing ones keep rotating; the audit
+    /// pauses 5 points below it. A percentage (`90%`, `92.5`); `0` turns it off.
+    #[arg(long, env = "TOKEN_REDIS_MEMORY_HIGH_WATER", default_value = DEFAULT_HIGH_WATER, value_parser = parse_permille)]
+    pub redis_memory_high_water: u32,
+
+    /// Start and keep serving even though Redis's maxmemory-policy can evict keys (anything
+    /// but `noeviction`), which silently drops token families. Refused without this flag.
+    #[arg(long, env = "TOKEN_REDIS_ALLOW_EVICTION")]
+    pub redis_allow_eviction: bool,
+
     /// Prefix of every Redis key, so several deployments can share one Redis.
     #[arg(long, env = "TOKEN_KEY_PREFIX", default_value = "tok:")]
     pub key_prefix: String,
@@ -188,6 +199,22 @@ pub enum ConfigError {
     TooLarge(&'static str, &'static str),
 }
 
+/// `--redis-memory-high-water`'s default, as a flag value.
+/// (The library's default, [`token_store::DEFAULT_HIGH_WATER_PERMILLE`], as a percentage; a test keeps them
+/// in step.)
+const DEFAULT_HIGH_WATER: &str = "90%";
+
+/// A percentage (`90%`, `92.5`, `0`) as permille.
+fn parse_permille(value: &str) -> Result<u32, String> {
+    let number = value.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok((percent * 10.0).round() as u32),
+        _ => Err(format!(
+            "{value:?} is not a percentage from 0 to 100 (for example 90%)"
+        )),
+    }
+}
+
 impl Config {
     /// Checks relations between settings that clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -251,6 +278,7 @@ impl Config {
             timeout: self.redis_timeout,
             key_prefix: self.key_prefix.clone(),
             replica_wait: self.replica_wait(),
+            high_water_permille: self.redis_memory_high_water,
         }
     }
 
@@ -325,6 +353,30 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use token_store::DEFAULT_HIGH_WATER_PERMILLE;
+
+    #[test]
+    fn high_water_is_a_percentage() {
+        let cases: [(&str, Result<u32, ()>); 8] = [
+            (DEFAULT_HIGH_WATER, Ok(DEFAULT_HIGH_WATER_PERMILLE)),
+            ("90", Ok(900)),
+            ("92.5%", Ok(925)),
+            ("0", Ok(0)),
+            ("100%", Ok(1000)),
+            ("101%", Err(())),
+            ("-1", Err(())),
+            ("ninety", Err(())),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_permille(value).map_err(|_| ()), want, "{value:?}");
+        }
+        let cli = parse(&["--keyring", "k"]);
+        assert_eq!(
+            cli.config.store().high_water_permille,
+            DEFAULT_HIGH_WATER_PERMILLE
+        );
+        assert!(!cli.config.redis_allow_eviction);
+    }
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("token-server").chain(args.iter().copied())).unwrap()

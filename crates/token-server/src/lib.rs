@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use telemetry::metrics::MetricsRegistry;
-use token_core::{Clock, Keyring, Lifetimes, SystemClock, TokenService};
+use token_core::{Clock, Keyring, Lifetimes, SyncedClock, TokenService};
 use token_proto::v1::client_registry_server::ClientRegistryServer;
 use token_proto::v1::token_service_server::TokenServiceServer;
 use token_store::{AuditConfig, AuditLog, RedisStore, StoreConfig};
@@ -68,6 +68,13 @@ pub enum ServerError {
     Policy(#[from] authz::PolicyError),
     #[error("gRPC transport failed")]
     Transport(#[from] tonic::transport::Error),
+    #[error(
+        "Redis's maxmemory-policy is {policy:?}, which can evict keys: token families (each has \
+         a TTL) would vanish and their users be logged out without a word. Set \
+         `maxmemory-policy noeviction` (redis.conf, or CONFIG SET maxmemory-policy noeviction), \
+         or pass --redis-allow-eviction to serve anyway"
+    )]
+    EvictingRedis { policy: String },
 }
 
 /// The `service.name` of this binary's traces and metrics.
@@ -82,6 +89,8 @@ pub struct AppOptions {
     pub shutdown_timeout: Duration,
     pub max_concurrent_calls: usize,
     pub audit: AuditConfig,
+    /// Serve even though Redis's maxmemory-policy can evict keys (`--redis-allow-eviction`).
+    pub allow_evicting_redis: bool,
 }
 
 type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -90,6 +99,10 @@ type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct App {
     pub service: Arc<TokenService<RedisStore>>,
     pub store: RedisStore,
+    /// The clock every decision reads; the health watcher keeps it in step with Redis's.
+    clock: Arc<dyn Clock>,
+    /// See [`AppOptions::allow_evicting_redis`].
+    allow_evicting_redis: bool,
     pub health_interval: Duration,
     pub shutdown_timeout: Duration,
     /// Shared by the token services' calls; see [`overload`].
@@ -136,7 +149,7 @@ impl App {
         let mut app = Self::new(
             &config.store(),
             keyring,
-            Arc::new(SystemClock),
+            Arc::new(SyncedClock::default()),
             AppOptions {
                 lifetimes: config.lifetimes(),
                 client_cache_ttl: config.client_cache_ttl,
@@ -144,6 +157,7 @@ impl App {
                 shutdown_timeout: config.shutdown_timeout,
                 max_concurrent_calls: config.max_concurrent_calls,
                 audit: config.audit(),
+                allow_evicting_redis: config.redis_allow_eviction,
             },
         )?
         .with_operator_policy(operators)
@@ -228,13 +242,15 @@ impl App {
             AuditLog::new(store.clone(), options.audit, clock.clone(), &meter);
         let recorder = observe::RefreshRecorder::new(&meter, audit.clone());
         let service = Arc::new(
-            TokenService::new(store.clone(), keyring, clock, options.lifetimes)
+            TokenService::new(store.clone(), keyring, clock.clone(), options.lifetimes)
                 .with_client_cache(options.client_cache_ttl)
                 .with_refresh_observer(Arc::new(recorder)),
         );
         Ok(Self {
             service,
             store,
+            clock,
+            allow_evicting_redis: options.allow_evicting_redis,
             health_interval: options.health_interval,
             shutdown_timeout: options.shutdown_timeout,
             limit: overload::Limit::new(options.max_concurrent_calls),
@@ -274,13 +290,27 @@ pub async fn run(
     mut app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    // Redis's clock and eviction policy before the first call: a Redis that can evict is
+    // refused here (unless overridden); one that does not answer yet is watched below.
+    let store_watch = health::StoreWatch {
+        store: app.store.clone(),
+        clock: app.clock.clone(),
+        allow_evicting: app.allow_evicting_redis,
+    };
+    if let Some(report) = store_watch.check().await
+        && report.evicting()
+        && !app.allow_evicting_redis
+    {
+        return Err(ServerError::EvictingRedis {
+            policy: report.policy,
+        });
+    }
     let audit_writer = app.audit_writer.take().map(tokio::spawn);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health_reporter, ServingStatus::NotServing).await;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let watcher = tokio::spawn(health::watch_store(
+    let watcher = tokio::spawn(store_watch.run(
         health_reporter.clone(),
-        app.store.clone(),
         app.health_interval,
         stop_rx.clone(),
     ));

@@ -114,6 +114,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             key_prefix: "t:".into(),
             replica_wait: None,
+            high_water_permille: token_store::DEFAULT_HIGH_WATER_PERMILLE,
         })
         .unwrap();
         Arc::new(TokenService::new(

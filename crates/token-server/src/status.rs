@@ -15,6 +15,9 @@ pub const ERROR_DOMAIN: &str = "tokens.v1";
 pub const OAUTH_ERROR_KEY: &str = "oauth_error";
 /// Suggested wait before retrying after the store was unavailable.
 const STORE_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// Suggested wait before retrying when Redis is at its memory high-water mark: room comes back
+/// as families expire or an operator adds memory, not within milliseconds.
+const STORE_FULL_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Suggested wait before retrying a call shed under load.
 const OVERLOAD_RETRY_DELAY: Duration = Duration::from_millis(50);
 
@@ -32,6 +35,9 @@ pub fn to_status(err: &Error) -> Status {
         }
         Error::StoreUnavailable(_) => {
             details.set_retry_info(Some(STORE_RETRY_DELAY));
+        }
+        Error::StoreFull(_) => {
+            details.set_retry_info(Some(STORE_FULL_RETRY_DELAY));
         }
         Error::Overloaded => {
             details.set_retry_info(Some(OVERLOAD_RETRY_DELAY));
@@ -62,7 +68,7 @@ pub fn classify(err: &Error) -> (Code, &'static str, &'static str) {
         Error::InvalidClient => (Code::Unauthenticated, "invalid_client"),
         Error::InvalidScope(_) => (Code::InvalidArgument, "invalid_scope"),
         Error::StoreUnavailable(_) => (Code::Unavailable, "temporarily_unavailable"),
-        Error::Overloaded | Error::RateLimited { .. } => {
+        Error::StoreFull(_) | Error::Overloaded | Error::RateLimited { .. } => {
             (Code::ResourceExhausted, "temporarily_unavailable")
         }
         Error::NotAuthorized(_) => (Code::PermissionDenied, "access_denied"),
@@ -98,6 +104,13 @@ mod tests {
             "x".into(),
         )));
         assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.get_details_retry_info().is_some());
+        let status = to_status(&Error::StoreFull(StoreError::Full("OOM".into())));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "STORE_FULL"
+        );
         assert!(status.get_details_retry_info().is_some());
         let status = to_status(&Error::Internal("secret detail".into()));
         assert_eq!(status.message(), "internal error");

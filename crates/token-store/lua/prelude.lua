@@ -2,13 +2,45 @@
 -- the checks and the family record format they share are written once. Locals only: Redis
 -- forbids script globals.
 
--- A non-negative whole number written in plain digits, or nil: fractions, exponents and
--- signs are refused before anything is written (a later PEXPIRE would fail mid-script).
+-- The largest integer a Lua number (a double) holds exactly: 2^53 - 1.
+local MAX_WHOLE = 9007199254740991
+
+-- A non-negative whole number written in plain digits, at most MAX_WHOLE, or nil: fractions,
+-- exponents, signs and numbers a double would round are refused before anything is written
+-- (a later PEXPIRE would fail mid-script).
 local function whole(v)
   if type(v) == 'string' and string.match(v, '^%d+$') then
-    return tonumber(v)
+    local n = tonumber(v)
+    -- Beyond 2^53 a Lua number no longer holds every integer: refuse rather than round.
+    if n <= MAX_WHOLE then
+      return n
+    end
   end
   return nil
+end
+
+-- The one clock (DESIGN.md): every time decision about a family reads Redis's clock, the
+-- shard's in a Cluster, never the clock of whichever instance sent the call. Production passes
+-- '' and the script reads TIME; tests pass a time of their choosing. nil when malformed.
+local function now_or_time(v)
+  if v == '' then
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return whole(v)
+end
+
+-- Whether this node's memory has reached `permille` of its maxmemory (never when permille is
+-- 0 or no maxmemory is set). New state is refused from there on, so that the families that
+-- exist, whose rotations do not grow memory, never meet Redis's own out-of-memory refusal.
+local function above_high_water(permille)
+  if permille == 0 then
+    return false
+  end
+  local info = redis.call('INFO', 'memory')
+  local used = tonumber(string.match(info, 'used_memory:(%d+)'))
+  local max = tonumber(string.match(info, 'maxmemory:(%d+)'))
+  return used ~= nil and max ~= nil and max > 0 and used * 1000 >= max * permille
 end
 
 -- Numbers go out as integer strings: tostring() would print large ones in exponent form.

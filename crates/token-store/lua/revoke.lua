@@ -2,12 +2,12 @@
 -- KEYS[1]: the family record
 -- ARGV[1]: id of the authenticated client
 -- ARGV[2]: reason recorded on the family (no spaces or colons)
--- ARGV[3]: now, ms since the epoch
--- Needs: prelude.lua (whole, int, decode_family, encode_family), prepended at load time.
+-- ARGV[3]: now, ms since the epoch; '' (production) reads Redis's clock (TIME)
+-- Needs: prelude.lua (whole, int, now_or_time, decode_family, encode_family).
 -- Returns: "revoked", "already_revoked", "not_found" or "client_mismatch".
 -- An already revoked record is written again unchanged: the caller's WAIT then covers the
 -- revocation even when this call is a retry of one whose reply (and replication) was lost.
-local now = whole(ARGV[3])
+local now = now_or_time(ARGV[3])
 if ARGV[1] == '' or not string.match(ARGV[2], '^[%w_%-]+$') or not now then
   return redis.error_reply('ERR revoke: invalid arguments')
 end

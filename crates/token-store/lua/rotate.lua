@@ -3,23 +3,29 @@
 -- KEYS[1]: the family record
 -- ARGV[1]: presented generation p (>= 1)
 -- ARGV[2]: id of the authenticated client
--- ARGV[3]: now, ms since the epoch
+-- ARGV[3]: now, ms since the epoch; '' (production) reads Redis's clock (TIME)
 -- ARGV[4]: grace period, ms (0 turns replays off)
 -- ARGV[5]: idle TTL, ms
 -- ARGV[6]: id of the key that signs a new generation
 -- ARGV[7]: reuse policy: "revoke-family" or "reject-only"
--- Needs: prelude.lua (whole, int, decode_family, encode_family), prepended at load time.
+-- ARGV[8]: optional: when the request reached the service, ms on Redis's clock as the
+--          instance tracks it (for the stale-duplicate rule); absent or '' means now
+-- Needs: prelude.lua (whole, int, now_or_time, decode_family, encode_family).
 -- Returns: {outcome} for refusals: "expired", "revoked", "client_mismatch",
 --          "reused_revoked" (family revoked now), "reused_rejected" (family kept),
 --          "reused_stale" (a request issued before the current generation existed: kept);
 --          {outcome, g, t, key id, scopes, absolute expiry} for "rotated", "replayed" and
 --          "rolled_forward", describing the generation whose pair the caller gets.
 local p = whole(ARGV[1])
-local now = whole(ARGV[3])
+local now = now_or_time(ARGV[3])
 local grace = whole(ARGV[4])
 local idle_ttl = whole(ARGV[5])
 local policy = ARGV[7]
-if not p or p < 1 or not now or not grace
+local stamp = now
+if ARGV[8] ~= nil and ARGV[8] ~= '' then
+  stamp = whole(ARGV[8])
+end
+if not p or p < 1 or not now or not stamp or not grace
     or not idle_ttl or idle_ttl <= 0 or ARGV[2] == '' or ARGV[6] == ''
     or string.find(ARGV[2], '%s') or string.find(ARGV[6], '%s')
     or (policy ~= 'revoke-family' and policy ~= 'reject-only') then
@@ -64,8 +70,9 @@ if p == f.g - 1 and grace > 0 and now - f.t <= grace then
 end
 -- A request stamped before the current generation's rotation was delayed in transit (its
 -- caller timed out and retried long ago): a late duplicate, not theft. Refuse it, but never
--- revoke for it. A thief's request is stamped when it arrives, after the rotation.
-if now < f.t then
+-- revoke for it. A thief's request is stamped when it arrives, after the rotation. Both
+-- times are Redis's clock, so instances whose own clocks disagree cannot fake either case.
+if stamp < f.t then
   return {'reused_stale'}
 end
 if policy == 'reject-only' then

@@ -90,8 +90,9 @@ impl AuditLog {
         let outcomes = meter
             .u64_counter("tokens.audit.events")
             .with_description(
-                "Refresh events by what became of them: written, discarded (no such client) or \
-                 dropped (queue full, or Redis refused the batch)",
+                "Refresh events by what became of them: written, discarded (no such client), \
+                 shed (Redis near its memory high-water mark) or dropped (queue full, or Redis \
+                 refused the batch)",
             )
             .with_unit("{event}")
             .build();
@@ -243,6 +244,12 @@ impl Writer {
     /// Writes a batch, retrying while Redis is unavailable; a batch Redis refuses (a bug, not
     /// an outage) is logged and dropped.
     async fn write(&self, batch: &[AuditRecord]) {
+        // Redis near its high-water mark: the audit gives way first, so that the families
+        // that exist keep rotating (see `crate::monitor`).
+        if self.store.monitor().audit_paused() {
+            self.count("shed", batch.len() as u64);
+            return;
+        }
         let mut by_client: HashMap<&str, Vec<&AuditRecord>> = HashMap::new();
         for record in batch {
             by_client
@@ -270,6 +277,7 @@ impl Writer {
                         self.count("discarded", discarded);
                     }
                     Err(StoreError::Unavailable(_)) => retry.push((client, records)),
+                    Err(StoreError::Full(_)) => self.count("shed", records.len() as u64),
                     Err(err @ StoreError::Corrupt(_)) => {
                         tracing::error!(error = %err, client_id = client, "refresh audit batch refused; events dropped");
                         self.count("dropped", records.len() as u64);

@@ -8,6 +8,8 @@
 //! - [`redis_store`]: [`RedisStore`], the [`token_core::Store`] over a deadpool pool,
 //!   with a timeout on every call, a client span per call, and errors sorted into
 //!   "unavailable" and "corrupt".
+//! - [`monitor`]: Redis's eviction policy, memory high-water mark and clock offset, as the
+//!   health watcher last read them.
 //! - [`audit`]: [`AuditLog`], the per-client refresh audit in Redis Streams: a queue and a
 //!   writer task that appends in batches, and the list and summary queries.
 
@@ -18,9 +20,11 @@ pub mod connector;
 pub mod family_record;
 pub mod keys;
 mod metrics;
+pub mod monitor;
 mod redis_store;
 pub mod scripts;
 
 pub use audit::{AuditConfig, AuditLog};
 pub use connector::Topology;
-pub use redis_store::{RedisStore, ReplicaWait, StoreConfig};
+pub use monitor::{MemoryReport, StoreMonitor};
+pub use redis_store::{DEFAULT_HIGH_WATER_PERMILLE, RedisStore, ReplicaWait, StoreConfig};

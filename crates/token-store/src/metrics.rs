@@ -6,9 +6,11 @@ use std::time::Duration;
 use deadpool::managed::Pool;
 
 use crate::connector::Connector;
+use crate::monitor::StoreMonitor;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::noop::NoopMeterProvider;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, ObservableGauge};
+use std::sync::Arc;
 
 /// How far a request got when its connection failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +45,79 @@ pub(crate) struct StoreMetrics {
     replica_wait_unmet: Counter<u64>,
     /// Kept so the pool's gauges live as long as the store.
     _pool_gauges: Option<[ObservableGauge<u64>; 2]>,
+    /// Kept so the memory, policy and clock gauges live as long as the store.
+    _monitor_gauges: Option<MonitorGauges>,
+}
+
+/// Redis memory, eviction and clock figures, as [`StoreMonitor`] last saw them.
+#[derive(Clone)]
+#[allow(dead_code)] // held only to keep the callbacks registered
+struct MonitorGauges {
+    bytes: ObservableGauge<u64>,
+    evicted: ObservableGauge<u64>,
+    evicting: ObservableGauge<u64>,
+    clock_offset: ObservableGauge<f64>,
+}
+
+impl MonitorGauges {
+    fn new(meter: &Meter, monitor: Arc<StoreMonitor>) -> Self {
+        let m = monitor.clone();
+        let bytes = meter
+            .u64_observable_gauge("tokens.redis.memory")
+            .with_description(
+                "Redis memory by state: used (the fullest node), limit (maxmemory; 0 = none),                  high_water (where new families are refused)",
+            )
+            .with_unit("By")
+            .with_callback(move |gauge| {
+                gauge.observe(m.used_bytes(), &[KeyValue::new("state", "used")]);
+                gauge.observe(m.max_bytes(), &[KeyValue::new("state", "limit")]);
+                gauge.observe(m.high_water_bytes(), &[KeyValue::new("state", "high_water")]);
+            })
+            .build();
+        let m = monitor.clone();
+        let evicted = meter
+            .u64_observable_gauge("tokens.redis.evicted_keys")
+            .with_description(
+                "Keys Redis evicted since it started (INFO evicted_keys); any rise means                  families were lost: set maxmemory-policy noeviction",
+            )
+            .with_unit("{key}")
+            .with_callback(move |gauge| gauge.observe(m.evicted_keys(), &[]))
+            .build();
+        let m = monitor.clone();
+        let evicting = meter
+            .u64_observable_gauge("tokens.redis.eviction_policy.evicting")
+            .with_description(
+                "1 when Redis's maxmemory-policy can evict keys (anything but noeviction)",
+            )
+            .with_callback(move |gauge| gauge.observe(u64::from(m.evicting()), &[]))
+            .build();
+        let clock_offset = meter
+            .f64_observable_gauge("tokens.clock.offset")
+            .with_description(
+                "This instance's wall clock minus Redis's; decisions use Redis's clock, so this                  is for diagnosis only",
+            )
+            .with_unit("s")
+            .with_callback(move |gauge| {
+                gauge.observe(monitor.clock_offset_ms() as f64 / 1000.0, &[])
+            })
+            .build();
+        Self {
+            bytes,
+            evicted,
+            evicting,
+            clock_offset,
+        }
+    }
 }
 
 impl StoreMetrics {
     /// Instruments that record nothing, until [`StoreMetrics::new`] replaces them.
     pub(crate) fn disabled() -> Self {
         let meter = NoopMeterProvider::new().meter("token-store");
-        Self::instruments(&meter, None)
+        Self::instruments(&meter, None, None)
     }
 
-    pub(crate) fn new(meter: &Meter, pool: Pool<Connector>) -> Self {
+    pub(crate) fn new(meter: &Meter, pool: Pool<Connector>, monitor: Arc<StoreMonitor>) -> Self {
         let in_use = pool.clone();
         let connections = meter
             .u64_observable_gauge("db.client.connection.count")
@@ -74,10 +139,15 @@ impl StoreMetrics {
             .with_unit("{request}")
             .with_callback(move |gauge| gauge.observe(pool.status().waiting as u64, &[]))
             .build();
-        Self::instruments(meter, Some([connections, pending]))
+        let monitor_gauges = MonitorGauges::new(meter, monitor);
+        Self::instruments(meter, Some([connections, pending]), Some(monitor_gauges))
     }
 
-    fn instruments(meter: &Meter, pool_gauges: Option<[ObservableGauge<u64>; 2]>) -> Self {
+    fn instruments(
+        meter: &Meter,
+        pool_gauges: Option<[ObservableGauge<u64>; 2]>,
+        monitor_gauges: Option<MonitorGauges>,
+    ) -> Self {
         Self {
             connection_errors: meter
                 .u64_counter("tokens.redis.connection.errors")
@@ -104,6 +174,7 @@ impl StoreMetrics {
                 .with_unit("{revocation}")
                 .build(),
             _pool_gauges: pool_gauges,
+            _monitor_gauges: monitor_gauges,
         }
     }
 

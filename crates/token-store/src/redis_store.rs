@@ -19,6 +19,7 @@ use crate::connector::{Conn, Connector, Topology};
 use crate::family_record;
 use crate::keys::KeyLayout;
 use crate::metrics::{Phase, StoreMetrics};
+use crate::monitor::{MemoryReport, StoreMonitor};
 use crate::scripts;
 
 /// One kind of Redis call, as its span names it (OpenTelemetry database conventions).
@@ -54,6 +55,9 @@ pub(crate) mod ops {
     use super::Operation;
 
     pub const PING: Operation = Operation::command("PING");
+    pub const TIME: Operation = Operation::command("TIME");
+    pub const INFO: Operation = Operation::command("INFO");
+    pub const CONFIG_GET: Operation = Operation::command("CONFIG GET");
     pub const GET: Operation = Operation::command("GET");
     pub const HGETALL: Operation = Operation::command("HGETALL");
     pub const ISSUE: Operation = Operation::script("issue", "EVALSHA issue");
@@ -84,7 +88,13 @@ pub struct StoreConfig {
     pub key_prefix: String,
     /// How revocations wait for replicas (`WAIT`); `None` never waits.
     pub replica_wait: Option<ReplicaWait>,
+    /// New families are refused once a node's memory reaches this many permille of its
+    /// `maxmemory` (see [`crate::monitor`]); 0 never refuses.
+    pub high_water_permille: u32,
 }
+
+/// Refuse new families at 90% of `maxmemory`: rotations keep the rest.
+pub const DEFAULT_HIGH_WATER_PERMILLE: u32 = 900;
 
 /// After a revocation, wait until this many replicas have it, at most this long. A
 /// revocation that only the primary had would be undone by a failover.
@@ -126,6 +136,8 @@ pub struct RedisStore {
     /// What this store talks to, for spans and error events.
     peer: Arc<Peer>,
     metrics: StoreMetrics,
+    /// What the health watcher last learnt of Redis's memory, policy and clock.
+    monitor: Arc<StoreMonitor>,
 }
 
 #[derive(Debug)]
@@ -186,6 +198,7 @@ impl RedisStore {
             topology,
             peer: Arc::new(peer),
             metrics: StoreMetrics::disabled(),
+            monitor: StoreMonitor::new(config.high_water_permille),
         })
     }
 
@@ -196,8 +209,13 @@ impl RedisStore {
 
     /// Records connection errors, pool state and waits with `meter`'s instruments.
     pub fn with_metrics(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
-        self.metrics = StoreMetrics::new(meter, self.pool.clone());
+        self.metrics = StoreMetrics::new(meter, self.pool.clone(), self.monitor.clone());
         self
+    }
+
+    /// Redis's memory, policy and clock as last reported.
+    pub fn monitor(&self) -> &Arc<StoreMonitor> {
+        &self.monitor
     }
 
     pub fn keys(&self) -> &KeyLayout {
@@ -216,6 +234,40 @@ impl RedisStore {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Redis's clock (`TIME`), ms since the epoch: the one clock (in a Cluster, some node's).
+    pub async fn time(&self) -> Result<u64, StoreError> {
+        let (secs, micros): (u64, u64) = self
+            .call(ops::TIME, |mut conn| async move {
+                redis::cmd("TIME").query_async(&mut conn).await
+            })
+            .await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    /// Memory, eviction policy and evicted keys, from `INFO` (every node's, in a Cluster),
+    /// with `CONFIG GET maxmemory-policy` where `INFO` does not name the policy.
+    pub async fn memory(&self) -> Result<MemoryReport, StoreError> {
+        let info: redis::Value = self
+            .call(ops::INFO, |mut conn| async move {
+                redis::cmd("INFO").query_async(&mut conn).await
+            })
+            .await?;
+        let mut report = MemoryReport::from_info(&info)?;
+        if report.policy.is_empty() {
+            let reply: redis::Value = self
+                .call(ops::CONFIG_GET, |mut conn| async move {
+                    redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg("maxmemory-policy")
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            report.policy = config_policy(&reply).unwrap_or_else(|| "unknown".to_owned());
+        }
+        Ok(report)
     }
 
     /// Runs one operation on a shared connection under the store's timeout, in a client span
@@ -353,6 +405,7 @@ impl RedisStore {
                 "error.type",
                 match err {
                     StoreError::Unavailable(_) => "unavailable",
+                    StoreError::Full(_) => "store_full",
                     StoreError::Corrupt(_) => "unexpected_reply",
                 },
             );
@@ -429,11 +482,44 @@ fn is_connection_error(err: &redis::RedisError) -> bool {
         || err.is_connection_refusal()
 }
 
-/// Errors that a retry may cure are "unavailable"; the rest mean a broken invariant.
+/// Errors that a retry may cure are "unavailable"; Redis out of memory is "full" (nothing was
+/// written); the rest mean a broken invariant.
 fn classify(err: redis::RedisError) -> StoreError {
+    if err.code() == Some("OOM") || err.to_string().contains("OOM command not allowed") {
+        return StoreError::Full(err.to_string());
+    }
     match err.retry_method() {
         RetryMethod::NoRetry => StoreError::Corrupt(err.to_string()),
         _ => StoreError::Unavailable(err.to_string()),
+    }
+}
+
+/// The value of `CONFIG GET maxmemory-policy`: `[name, value]`, or per node in a Cluster.
+fn config_policy(reply: &redis::Value) -> Option<String> {
+    use redis::Value;
+    match reply {
+        Value::Array(items) if items.len() == 2 => match &items[1] {
+            Value::BulkString(v) => Some(String::from_utf8_lossy(v).into_owned()),
+            Value::SimpleString(v) => Some(v.clone()),
+            other => config_policy(other),
+        },
+        Value::Map(pairs) if pairs.len() == 1 && !matches!(pairs[0].1, Value::Map(_)) => {
+            match &pairs[0].1 {
+                Value::BulkString(v) => Some(String::from_utf8_lossy(v).into_owned()),
+                other => config_policy(other),
+            }
+        }
+        // One answer per node: an evicting one wins.
+        Value::Map(pairs) => {
+            let policies: Vec<String> =
+                pairs.iter().filter_map(|(_, v)| config_policy(v)).collect();
+            policies
+                .iter()
+                .find(|p| *p != crate::monitor::NO_EVICTION)
+                .or(policies.first())
+                .cloned()
+        }
+        _ => None,
     }
 }
 
@@ -448,23 +534,38 @@ fn number(field: Option<&String>, what: &str) -> Result<u64, StoreError> {
 }
 
 impl Store for RedisStore {
-    async fn create_family(&self, family: &NewFamily) -> Result<(), StoreError> {
+    async fn create_family(&self, family: &NewFamily) -> Result<Current, StoreError> {
         let key = self.keys.family(family.family);
-        let _: String = self
+        let high_water = self.monitor.high_water_permille();
+        let reply: Vec<String> = self
             .call(ops::ISSUE, |mut conn| async move {
                 scripts::ISSUE
                     .key(key)
                     .arg(&family.client_id)
                     .arg(family.scopes.to_space_separated())
-                    .arg(family.now_ms)
+                    .arg(fixed_now(family.fixed_now_ms))
                     .arg(&family.key_id)
-                    .arg(family.absolute_expiry_ms)
+                    .arg(family.absolute_ttl_ms)
                     .arg(family.idle_ttl_ms)
+                    .arg(high_water)
                     .invoke_async(&mut conn)
                     .await
             })
             .await?;
-        Ok(())
+        match reply.as_slice() {
+            [outcome, issued_at, absolute_expiry] if outcome == "created" => Ok(Current {
+                generation: 1,
+                rotated_at_ms: number(Some(issued_at), "issue: bad issue time")?,
+                key_id: family.key_id.clone(),
+                scopes: family.scopes.clone(),
+                absolute_expiry_ms: number(Some(absolute_expiry), "issue: bad expiry")?,
+            }),
+            [outcome] if outcome == "store_full" => Err(StoreError::Full(format!(
+                "Redis memory is past the high-water mark ({} permille of maxmemory)",
+                high_water
+            ))),
+            _ => Err(corrupt("issue: unexpected reply")),
+        }
     }
 
     async fn rotate(&self, req: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {
@@ -475,11 +576,12 @@ impl Store for RedisStore {
                     .key(key)
                     .arg(req.presented_generation)
                     .arg(req.client_id)
-                    .arg(req.now_ms)
+                    .arg(fixed_now(req.fixed_now_ms))
                     .arg(req.grace_ms)
                     .arg(req.idle_ttl_ms)
                     .arg(req.signing_key_id)
                     .arg(req.reuse_policy.as_str())
+                    .arg(req.stamp_ms)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -490,7 +592,7 @@ impl Store for RedisStore {
             // revocation on a connection of its own and wait for replicas there. A failure
             // here leaves the family revoked on the primary; the refusal stands either way.
             let confirmed = self
-                .revoke(req.family, req.client_id, "reuse", req.now_ms)
+                .revoke(req.family, req.client_id, "reuse", req.fixed_now_ms)
                 .await;
             if let Err(err) = confirmed {
                 tracing::warn!(error = %err, "could not confirm a reuse revocation with replicas");
@@ -504,7 +606,7 @@ impl Store for RedisStore {
         family: FamilyId,
         client_id: &str,
         reason: &str,
-        now_ms: u64,
+        fixed_now_ms: Option<u64>,
     ) -> Result<RevokeOutcome, StoreError> {
         let key = &self.keys.family(family);
         let reply: String = self
@@ -513,7 +615,7 @@ impl Store for RedisStore {
                     .key(key)
                     .arg(client_id)
                     .arg(reason)
-                    .arg(now_ms)
+                    .arg(fixed_now(fixed_now_ms))
                     .invoke_async(&mut conn)
                     .await
             })
@@ -620,6 +722,12 @@ impl Store for RedisStore {
             .await?;
         Ok(deleted == 1)
     }
+}
+
+/// The `now` argument of a script: empty, so that the script reads Redis's clock, unless a test
+/// clock pins it.
+fn fixed_now(fixed_ms: Option<u64>) -> String {
+    fixed_ms.map(|ms| ms.to_string()).unwrap_or_default()
 }
 
 /// Reads the reply of `rotate.lua` (its header is the contract).

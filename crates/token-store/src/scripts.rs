@@ -1,6 +1,7 @@
 //! The Lua scripts, one file per state change, each compiled into the binary and sent to Redis
 //! by SHA (EVALSHA, loading on NOSCRIPT). Their contracts are in the headers of the files.
-//! Each is prefixed with `lua/prelude.lua`, the argument checks they share.
+//! Each is prefixed with `lua/prelude.lua`, the argument checks they share. They need Redis
+//! 7.0 or later (`TIME` before writes, the `allow-oom` shebang).
 
 use std::sync::LazyLock;
 
@@ -13,6 +14,17 @@ macro_rules! with_prelude {
             include_str!("../lua/prelude.lua"),
             include_str!(concat!("../lua/", $file))
         )
+    };
+}
+
+/// `with_prelude!` for a script that must run even when Redis is out of memory: the first
+/// line is Redis 7's shebang with `allow-oom`. Only for scripts that never grow memory
+/// (rotating and revoking rewrite a family in place), so that a full Redis never stops the
+/// families that exist. Scripts without it are refused at their first write when Redis is
+/// past `maxmemory`.
+macro_rules! allowed_when_full {
+    ($file:literal) => {
+        concat!("#!lua flags=allow-oom\n", with_prelude!($file))
     };
 }
 
@@ -35,6 +47,6 @@ pub static AUDIT_SUMMARY: LazyLock<Script> =
     LazyLock::new(|| Script::new(with_prelude!("audit_summary.lua")));
 
 /// Sources, public so that benchmarks can load exactly the script the service runs.
-pub const ROTATE_SOURCE: &str = with_prelude!("rotate.lua");
+pub const ROTATE_SOURCE: &str = allowed_when_full!("rotate.lua");
 pub const ISSUE_SOURCE: &str = with_prelude!("issue.lua");
-pub const REVOKE_SOURCE: &str = with_prelude!("revoke.lua");
+pub const REVOKE_SOURCE: &str = allowed_when_full!("revoke.lua");

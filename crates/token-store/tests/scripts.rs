@@ -124,6 +124,12 @@ async fn issue_rejects_invalid_arguments_and_writes_nothing() -> anyhow::Result<
         invalid("negative absolute lifetime", &[(5, "-1")]),
         invalid("non-numeric absolute lifetime", &[(5, "month")]),
         invalid("fractional absolute lifetime", &[(5, "1.5")]),
+        // A double holds integers exactly only up to 2^53: an expiry past it would be rounded
+        // and written in a form Rust cannot read back.
+        invalid("absolute lifetime beyond 2^53", &[(5, "99999999999999999999")]),
+        invalid("now + lifetime beyond 2^53", &[(5, "9007199254740991")]),
+        invalid("now beyond 2^53", &[(3, "9007199254740993")]),
+        invalid("idle beyond 2^53", &[(6, "9007199254740993")]),
         invalid("empty client", &[(1, "")]),
         invalid("empty key id", &[(4, "")]),
         // A space inside an id would shift every later field of the record.
