@@ -4,19 +4,17 @@
 //! the end no token, MAC, client secret or key appears in the log. A second run exports over
 //! OTLP, configured only by the standard `OTEL_*` variables, and logs JSON.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
+use support::{connect, wait_until_serving};
 use test_support::otlp::OtlpReceiver;
 use test_support::{RedisServer, free_port};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-server");
 
@@ -78,38 +76,6 @@ fn keygen(dir: &Path) -> (std::path::PathBuf, String) {
     (path, secret)
 }
 
-async fn wait_until_serving(channel: Channel) {
-    let mut health = HealthClient::new(channel);
-    // Readiness probe: the server reports NOT_SERVING until its first Redis ping succeeds.
-    for _ in 0..200 {
-        let status = health
-            .check(HealthCheckRequest {
-                service: "tokens.v1.TokenService".to_owned(),
-            })
-            .await
-            .map(|r| r.into_inner().status);
-        if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("token-server never reported SERVING");
-}
-
-async fn connect(addr: &str) -> Channel {
-    for _ in 0..200 {
-        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("token-server never accepted a connection on {addr}");
-}
-
 #[tokio::test]
 async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     let redis = RedisServer::start();
@@ -131,8 +97,13 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
         .spawn()
         .expect("token-server starts");
 
-    let channel = connect(&addr).await;
-    wait_until_serving(channel.clone()).await;
+    let channel = connect(&addr)
+        .await
+        .expect("token-server accepts connections");
+    assert!(
+        wait_until_serving(channel.clone()).await,
+        "token-server never reported SERVING"
+    );
     // Without the operator's credential, the operator RPCs are refused.
     let refused = ClientRegistryClient::new(channel.clone())
         .create_client(pb::CreateClientRequest {
@@ -302,8 +273,13 @@ async fn exports_traces_and_metrics_over_otlp_and_logs_json_lines_with_trace_ids
         .stderr(log)
         .spawn()
         .expect("token-server starts");
-    let channel = connect(&addr).await;
-    wait_until_serving(channel.clone()).await;
+    let channel = connect(&addr)
+        .await
+        .expect("token-server accepts connections");
+    assert!(
+        wait_until_serving(channel.clone()).await,
+        "token-server never reported SERVING"
+    );
     let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator);
     let mut tokens = TokenServiceClient::with_interceptor(channel, as_operator);
     let created = registry

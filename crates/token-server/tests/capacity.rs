@@ -82,14 +82,7 @@ async fn an_evicting_policy_is_refused_at_start_unless_overridden() {
         let (mut command, addr, log) = setup.command(&redis.url(), &format!("allowed-{policy}"));
         command.env("TOKEN_REDIS_ALLOW_EVICTION", "true");
         let server = ServerProcess::start(command, addr, log).await;
-        let mut registry = server.registry().await;
-        let client = TestClient::register(&mut registry, "evictable").await;
-        server
-            .tokens()
-            .await
-            .issue_token_pair(client.issue("alice"))
-            .await
-            .unwrap();
+        server.issues("evictable").await;
         assert!(
             server.log_text().contains("can evict token families"),
             "{policy}"
@@ -134,14 +127,7 @@ async fn a_policy_that_turns_evicting_while_serving_is_reported_and_serving_goes
     }
     assert!(server.log_text().contains("allkeys-lru"));
     assert_eq!(gauge().await.as_deref(), Some("1"));
-    let mut registry = server.registry().await;
-    let client = TestClient::register(&mut registry, "still-serving").await;
-    server
-        .tokens()
-        .await
-        .issue_token_pair(client.issue("alice"))
-        .await
-        .unwrap();
+    server.issues("still-serving").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,6 +99,40 @@ pub fn with_clock_offset(command: &mut Command, offset: &str) {
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
 }
 
+/// A connection to a server that is starting; `None` if it never accepts one (20 s).
+pub async fn connect(addr: &str) -> Option<Channel> {
+    for _ in 0..400 {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return Some(channel);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Readiness probe: the server reports NOT_SERVING until its first look at Redis succeeds.
+/// `false` if it never reports SERVING (20 s).
+pub async fn wait_until_serving(channel: Channel) -> bool {
+    let mut health = HealthClient::new(channel);
+    for _ in 0..400 {
+        let status = health
+            .check(HealthCheckRequest {
+                service: "tokens.v1.TokenService".to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// A running server process, killed when dropped.
 pub struct ServerProcess {
     pub child: Child,
@@ -111,44 +145,29 @@ impl ServerProcess {
     pub async fn start(mut command: Command, addr: String, log: PathBuf) -> Self {
         let child = command.spawn().expect("token-server starts");
         let mut process = Self { child, addr, log };
-        let channel = process.connect().await;
-        process.wait_until_serving(channel).await;
+        let serving = match connect(&process.addr).await {
+            Some(channel) => wait_until_serving(channel).await,
+            None => false,
+        };
+        if !serving {
+            let exited = process.child.try_wait().ok().flatten();
+            panic!(
+                "token-server never served (exited: {exited:?}):\n{}",
+                process.log_text()
+            );
+        }
         process
     }
 
-    async fn connect(&mut self) -> Channel {
-        for _ in 0..400 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("token-server exited with {status}:\n{}", self.log_text());
-            }
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
-                .unwrap()
-                .connect()
-                .await
-            {
-                return channel;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("token-server never accepted a connection on {}", self.addr);
-    }
-
-    /// Readiness probe: NOT_SERVING until the first look at Redis succeeds.
-    async fn wait_until_serving(&mut self, channel: Channel) {
-        let mut health = HealthClient::new(channel);
-        for _ in 0..400 {
-            let status = health
-                .check(HealthCheckRequest {
-                    service: "tokens.v1.TokenService".to_owned(),
-                })
-                .await
-                .map(|r| r.into_inner().status);
-            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("token-server never reported SERVING:\n{}", self.log_text());
+    /// Registers a client and issues it a pair: the server serves.
+    pub async fn issues(&self, client_id: &str) {
+        let mut registry = self.registry().await;
+        let client = TestClient::register(&mut registry, client_id).await;
+        self.tokens()
+            .await
+            .issue_token_pair(client.issue("alice"))
+            .await
+            .expect("a pair issued");
     }
 
     pub fn log_text(&self) -> String {
