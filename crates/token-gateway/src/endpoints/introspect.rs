@@ -28,6 +28,7 @@ pub async fn handle(
     let form = super::form(&headers, body, KNOWN)?;
     let caller = super::client_credentials(&headers, &form)?;
     let token = form.require("token")?.to_owned();
+    let method = caller.method;
     let found = upstream
         .tokens
         .introspect_token(pb::IntrospectTokenRequest {
@@ -35,7 +36,8 @@ pub async fn handle(
             client_id: caller.client_id,
             client_secret: caller.client_secret,
         })
-        .await?;
+        .await
+        .map_err(|err| method.refusal(err))?;
     Ok(oauth_json(StatusCode::OK, &introspection(&found)))
 }
 

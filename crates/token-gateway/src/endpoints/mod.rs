@@ -30,10 +30,16 @@ fn form(
     Form::parse(content_type, &body, known)
 }
 
-/// The credentials the client presented, by HTTP Basic or in `form`.
+/// The credentials the client presented, by HTTP Basic or in `form`. Every `Authorization`
+/// value goes to [`ClientCredentials::from_request`] as it arrived (bytes, however many), so
+/// that each way the header can fail is a failed client authentication there.
 fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredentials, Error> {
-    let authorization = single_header(headers, header::AUTHORIZATION)?;
-    let client = ClientCredentials::from_request(authorization, form)?;
+    let authorization: Vec<&[u8]> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(|value| value.as_bytes())
+        .collect();
+    let client = ClientCredentials::from_request(&authorization, form)?;
     // Which client a request was for is what an operator searches by; the id is no secret.
     tracing::Span::current().record("client_id", client.client_id.as_str());
     Ok(client)

@@ -50,6 +50,7 @@ pub async fn handle(
     let form = super::form(&headers, body, KNOWN)?;
     let client = super::client_credentials(&headers, &form)?;
     let revocation = Revocation::from_form(&form, client)?;
+    let method = revocation.client.method;
     upstream
         .tokens
         .revoke_token(pb::RevokeTokenRequest {
@@ -58,7 +59,8 @@ pub async fn handle(
             token: revocation.token,
             token_type_hint: revocation.token_type_hint.to_owned(),
         })
-        .await?;
+        .await
+        .map_err(|err| method.refusal(err))?;
     Ok(oauth_empty())
 }
 
@@ -79,6 +81,7 @@ mod tests {
             let client = ClientCredentials {
                 client_id: "web".to_owned(),
                 client_secret: String::new(),
+                method: crate::client_auth::Method::Body,
             };
             let revocation = Revocation::from_form(&form, client).unwrap();
             assert_eq!(revocation.token_type_hint, expected);

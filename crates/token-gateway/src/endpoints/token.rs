@@ -66,6 +66,7 @@ pub async fn handle(
     check_grant_type(&form)?;
     let client = super::client_credentials(&headers, &form)?;
     let refresh = Refresh::from_form(&form, client)?;
+    let method = refresh.client.method;
     let pair = upstream
         .tokens
         .refresh_token_pair(pb::RefreshTokenPairRequest {
@@ -74,7 +75,8 @@ pub async fn handle(
             refresh_token: refresh.refresh_token,
             scopes: refresh.scopes,
         })
-        .await?;
+        .await
+        .map_err(|err| method.refusal(err))?;
     Ok(token_response(&pair))
 }
 
@@ -101,7 +103,7 @@ mod tests {
     fn refresh(body: &str) -> Result<Refresh, Error> {
         let form = Form::parse(Some(FORM_CONTENT_TYPE), body.as_bytes(), KNOWN)?;
         check_grant_type(&form)?;
-        let client = ClientCredentials::from_request(None, &form)?;
+        let client = ClientCredentials::from_request(&[], &form)?;
         Refresh::from_form(&form, client)
     }
 
