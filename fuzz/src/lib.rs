@@ -7,12 +7,13 @@
 //! the documented field limits, record round trips). A failed assertion is a crash to
 //! libFuzzer, like a panic in the code under test.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use token_core::audit::{
     DEFAULT_PAGE_SIZE, DEFAULT_SUMMARY_WINDOW, EventQuery, MAX_PAGE_SIZE, RefreshOutcome,
     SummaryQuery,
@@ -24,6 +25,11 @@ use token_core::validate::{
     MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
 };
 use token_core::{ClientType, Error, FamilyId, Keyring, ReusePolicy, Scopes};
+use token_gateway::Error as GatewayError;
+use token_gateway::client_auth::{
+    BasicError, ClientCredentials, MAX_CLIENT_ID_BYTES, MAX_SECRET_BYTES, Method,
+};
+use token_gateway::form::{DecodeError, FORM_CONTENT_TYPE, Form};
 use token_store::family_record;
 
 /// The fixed keyring every target verifies with: `k1` signs, `k0` only verifies. These are
@@ -692,6 +698,7 @@ impl<'a> Arbitrary<'a> for ValidRecord {
             key_id,
             status,
             absolute_expiry_ms: u.arbitrary()?,
+            access_scope_mask: u.arbitrary()?,
         }))
     }
 }
@@ -739,4 +746,331 @@ fn lua_pattern_matches(record: &str) -> bool {
         && !fields[4].is_empty()
         && !fields[5].is_empty()
         && !record.contains('\n')
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP gateway's edge: gateway_form and gateway_basic
+// ---------------------------------------------------------------------------------------------
+
+/// The parameters the gateway's endpoints read, together: what a body is parsed against.
+pub const GATEWAY_KNOWN: &[&str] = &[
+    "grant_type",
+    "refresh_token",
+    "scope",
+    "token",
+    "token_type_hint",
+    "client_id",
+    "client_secret",
+];
+
+/// Strict form decoding as `token_gateway::form::decode` documents it, written again here
+/// (index arithmetic instead of slice patterns): `+` is a space, `%XX` a byte, anything else
+/// itself; a `%` without two hex digits is an error, and so is a result that is not UTF-8.
+fn model_form_decode(input: &[u8]) -> Result<String, DecodeError> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let digits = input
+                    .get(i + 1..i + 3)
+                    .and_then(|d| std::str::from_utf8(d).ok())
+                    .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()));
+                let Some(digits) = digits else {
+                    return Err(DecodeError::BadPercent);
+                };
+                out.push(u8::from_str_radix(digits, 16).expect("two hex digits"));
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| DecodeError::NotUtf8)
+}
+
+/// What `Form::parse` documents for `body`: the known parameters, or the exact description of
+/// the first problem in body order.
+fn model_form(body: &[u8]) -> Result<BTreeMap<&'static str, String>, String> {
+    let mut values = BTreeMap::new();
+    for pair in body.split(|&b| b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let name = model_form_decode(name).map_err(|why| format!("a parameter name {why}"))?;
+        let known = GATEWAY_KNOWN.iter().copied().find(|k| *k == name);
+        let value = model_form_decode(value).map_err(|why| match known {
+            Some(name) => format!("parameter {name} {why}"),
+            None => format!("a parameter value {why}"),
+        })?;
+        let Some(name) = known else { continue };
+        if value.is_empty() {
+            continue;
+        }
+        if name != "scope" && value.chars().any(char::is_control) {
+            return Err(format!("parameter {name} contains control characters"));
+        }
+        if values.insert(name, value).is_some() {
+            return Err(format!("parameter {name} is included more than once"));
+        }
+    }
+    Ok(values)
+}
+
+fn form_values(form: &Form) -> BTreeMap<&'static str, String> {
+    GATEWAY_KNOWN
+        .iter()
+        .filter_map(|name| form.get(name).map(|value| (*name, value.to_owned())))
+        .collect()
+}
+
+/// `gateway_form`: the input is a request body for `token_gateway::form::Form::parse`.
+///
+/// - It never panics, and fails only with `invalid_request` whose description is exactly the
+///   one the module documents for the first problem in the body (so it names a known
+///   parameter at most, never a value).
+/// - It accepts exactly the bodies of the documented rules ([`model_form`]) with the same
+///   values.
+/// - Whatever it accepts, the lenient WHATWG decoder (`form_urlencoded::parse`) reads the
+///   same: each known parameter at most once with a value, and that value (strictness only
+///   ever refuses, never reinterprets); known values are non-empty and, `scope` aside, free
+///   of control characters; re-encoded, they parse back to the same values.
+pub fn gateway_form(body: &[u8]) {
+    let parsed = Form::parse(Some(FORM_CONTENT_TYPE), body, GATEWAY_KNOWN);
+    let model = model_form(body);
+    let values = match (parsed, model) {
+        (Ok(form), Ok(model)) => {
+            let values = form_values(&form);
+            assert_eq!(values, model, "values differ from the documented rules");
+            values
+        }
+        (Err(GatewayError::InvalidRequest(text)), Err(model)) => {
+            assert_eq!(text, model, "another problem than the documented first one");
+            return;
+        }
+        (got, model) => panic!("Form::parse answered {got:?}, the rules say {model:?}"),
+    };
+    let mut lenient: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        if let Some(name) = GATEWAY_KNOWN.iter().find(|k| **k == name)
+            && !value.is_empty()
+        {
+            lenient.entry(*name).or_default().push(value.into_owned());
+        }
+    }
+    for name in GATEWAY_KNOWN {
+        let got = values
+            .get(name)
+            .map(|v| vec![v.clone()])
+            .unwrap_or_default();
+        assert_eq!(
+            lenient.get(name).cloned().unwrap_or_default(),
+            got,
+            "{name}: the lenient decoder reads otherwise"
+        );
+    }
+    let mut again = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in &values {
+        assert!(!value.is_empty());
+        assert!(*name == "scope" || !value.chars().any(char::is_control));
+        again.append_pair(name, value);
+    }
+    let again = again.finish();
+    let reparsed = Form::parse(Some(FORM_CONTENT_TYPE), again.as_bytes(), GATEWAY_KNOWN)
+        .expect("re-encoded values parse");
+    assert_eq!(form_values(&reparsed), values, "{again:?}");
+}
+
+/// What `parse_basic` documents for a header value: RFC 7617 Basic over RFC 6749 section
+/// 2.3.1's form-encoded id and secret, with the limits the token service has. Written from
+/// the documentation: scheme up to the first space (any case), base64 with canonical or no
+/// padding, the first `:` splits, each side strictly form-decoded, then checked.
+fn model_basic(header: &[u8]) -> Result<(String, String), BasicError> {
+    let header = header.trim_ascii();
+    let space = header.iter().position(|&b| b == b' ');
+    let scheme = &header[..space.unwrap_or(header.len())];
+    if !scheme.eq_ignore_ascii_case(b"Basic") {
+        return Err(BasicError::UnsupportedScheme);
+    }
+    let encoded = space.map_or(&b""[..], |at| header[at + 1..].trim_ascii());
+    if encoded.is_empty() {
+        return Err(BasicError::Missing);
+    }
+    // Padding, if any, must complete the last quantum; then the unpadded decoder, which
+    // refuses non-zero trailing bits.
+    let unpadded = encoded
+        .strip_suffix(b"==")
+        .or_else(|| encoded.strip_suffix(b"="));
+    let bare = match unpadded {
+        Some(bare) if encoded.len() % 4 == 0 => bare,
+        Some(_) => return Err(BasicError::NotBase64),
+        None => encoded,
+    };
+    let decoded = STANDARD_NO_PAD
+        .decode(bare)
+        .map_err(|_| BasicError::NotBase64)?;
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return Err(BasicError::NoColon);
+    };
+    let check = |raw: &[u8], secret: bool, max: usize| {
+        let text =
+            model_form_decode(raw).map_err(|why| BasicError::NotFormEncoded { secret, why })?;
+        if text.chars().any(char::is_control) {
+            Err(BasicError::ControlCharacters { secret })
+        } else if text.len() > max {
+            Err(BasicError::TooLong { secret })
+        } else {
+            Ok(text)
+        }
+    };
+    let id = check(&decoded[..colon], false, MAX_CLIENT_ID_BYTES)?;
+    if id.is_empty() {
+        return Err(BasicError::EmptyId);
+    }
+    let secret = check(&decoded[colon + 1..], true, MAX_SECRET_BYTES)?;
+    Ok((id, secret))
+}
+
+/// A form body holding `params`, encoded.
+fn body_of(params: &[(&str, &str)]) -> Form {
+    let mut body = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        body.append_pair(name, value);
+    }
+    Form::parse(
+        Some(FORM_CONTENT_TYPE),
+        body.finish().as_bytes(),
+        GATEWAY_KNOWN,
+    )
+    .expect("a generated body parses")
+}
+
+/// `Basic base64(urlencode(id) ":" urlencode(secret))`, as RFC 6749 section 2.3.1 asks.
+fn basic_header(id: &str, secret: &str) -> String {
+    let user_pass: String = form_urlencoded::byte_serialize(id.as_bytes())
+        .chain([":"])
+        .chain(form_urlencoded::byte_serialize(secret.as_bytes()))
+        .collect();
+    format!("Basic {}", STANDARD.encode(user_pass))
+}
+
+/// One request's credentials through `ClientCredentials::from_request`, against `expected`
+/// (what the documentation says of the header alone), with the body variations whose answer
+/// is fixed: none, the same `client_id`, another `client_id`, a `client_secret`, and the header
+/// twice.
+fn check_credentials(header: &[u8], expected: &Result<(String, String), BasicError>) {
+    let texts: Vec<String> = BasicError::ALL.iter().map(ToString::to_string).collect();
+    let empty = Form::default();
+    match (ClientCredentials::from_request(&[header], &empty), expected) {
+        (Ok(got), Ok((id, secret))) => {
+            assert_eq!((&got.client_id, &got.client_secret), (id, secret));
+            assert_eq!(got.method, Method::Basic);
+            assert!(!id.is_empty() && id.len() <= MAX_CLIENT_ID_BYTES);
+            assert!(secret.len() <= MAX_SECRET_BYTES);
+            assert!(!format!("{got:?}").contains(secret.as_str()) || secret.len() < 8);
+            // The canonical spelling of the same credentials reads the same.
+            let canonical = basic_header(id, secret);
+            let again = ClientCredentials::from_request(&[canonical.as_bytes()], &empty)
+                .expect("the canonical header parses");
+            assert_eq!(again, got);
+            // The same client_id in the body is identification; another one is refused.
+            let same = body_of(&[("client_id", id)]);
+            assert_eq!(
+                ClientCredentials::from_request(&[header], &same).ok(),
+                Some(got.clone())
+            );
+            let other = format!("{id}x");
+            let other = body_of(&[("client_id", &other)]);
+            assert!(matches!(
+                ClientCredentials::from_request(&[header], &other),
+                Err(GatewayError::InvalidRequest(_))
+            ));
+        }
+        (Err(GatewayError::InvalidClient(text)), Err(err)) => {
+            assert_eq!(text, err.to_string().as_str());
+            assert!(texts.iter().any(|t| t == &text));
+        }
+        (got, expected) => panic!("from_request answered {got:?}, the rules say {expected:?}"),
+    }
+    // Whatever the header holds: a client_secret in the body as well is two methods, and two
+    // Authorization headers are one failed authentication.
+    let with_secret = body_of(&[("client_id", "c"), ("client_secret", "s")]);
+    assert!(matches!(
+        ClientCredentials::from_request(&[header], &with_secret),
+        Err(GatewayError::InvalidRequest(_))
+    ));
+    match ClientCredentials::from_request(&[header, header], &empty) {
+        Err(GatewayError::InvalidClient(text)) => {
+            assert_eq!(text, BasicError::Repeated.to_string().as_str());
+        }
+        other => panic!("two headers answered {other:?}"),
+    }
+}
+
+/// A client id or secret to put in a well-formed Basic header: samples near every rule
+/// (control characters, `%`, `:`, `+`, non-ASCII, the length limits) or anything.
+#[derive(Debug)]
+pub struct Credential(pub String);
+
+impl<'a> Arbitrary<'a> for Credential {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Credential(match u.int_in_range(0u8..=5)? {
+            0 => (*u.choose(&[
+                "", "web", "web:eu", "SEC\0RET", "a b+c%41", "ünï", "\t", "\u{7f}", "\u{85}", "%",
+                ":",
+            ])?)
+            .to_owned(),
+            1 | 2 => {
+                let unit = *u.choose(&["a", "%", ":", "+", " ", "é", "\0"])?;
+                let len = u.int_in_range(0usize..=300)?;
+                unit.repeat(len)
+            }
+            _ => String::arbitrary(u)?,
+        }))
+    }
+}
+
+/// `gateway_basic`: the input is an `Authorization` header value for
+/// `ClientCredentials::from_request`; the same bytes, read as an id and a secret, are put in
+/// a well-formed Basic header and read back.
+///
+/// - It never panics; each failure of the header is `invalid_client` with exactly the fixed
+///   description of the documented first problem ([`model_basic`], `BasicError::ALL`), so it
+///   never carries the header.
+/// - It accepts exactly the headers of the documented rules, with the same id and secret:
+///   an id of 1 to 128 bytes, a secret of at most 256, neither with a control character.
+/// - Accepted credentials read the same in their canonical spelling, and the `Debug` of the
+///   result hides the secret.
+/// - With a `client_secret` in the body as well it is `invalid_request` (two methods); with
+///   the same `client_id` in the body the same credentials, with another `invalid_request`;
+///   twice, it is `invalid_client`.
+/// - Any id and secret, form-encoded into Basic as RFC 6749 section 2.3.1 says, read back as
+///   they were, or fail with the rule they break.
+pub fn gateway_basic(data: &[u8]) {
+    check_credentials(data, &model_basic(data));
+    let mut u = Unstructured::new(data);
+    if let (Ok(Credential(id)), Ok(Credential(secret))) =
+        (Credential::arbitrary(&mut u), Credential::arbitrary(&mut u))
+    {
+        let header = basic_header(&id, &secret);
+        let expected = model_basic(header.as_bytes());
+        check_credentials(header.as_bytes(), &expected);
+        let valid =
+            |text: &str, max: usize| !text.chars().any(char::is_control) && text.len() <= max;
+        if !id.is_empty() && valid(&id, MAX_CLIENT_ID_BYTES) && valid(&secret, MAX_SECRET_BYTES) {
+            assert_eq!(expected.as_ref().ok(), Some(&(id, secret)));
+        } else {
+            assert!(expected.is_err());
+        }
+    }
 }

@@ -117,8 +117,10 @@ const ROWS: &[Row] = &[
         Revoke,            Token,         AlteredRefreshToken,      Unrecognised),
     ("revoke: access token with one MAC character changed",
         Revoke,            Token,         AlteredAccessToken,       Unrecognised),
-    ("token_type_hint id_token",
-        Revoke,            TokenTypeHint, Text("id_token"),         Malformed("token_type_hint")),
+    // An unknown hint is ignored (RFC 7009 section 2.1; tests/tests/revoke_hints.rs); a hint
+    // that is no text at all is malformed.
+    ("token_type_hint with a control character",
+        Revoke,            TokenTypeHint, Text("id\u{7}token"),    Malformed("token_type_hint")),
     ("another client's refresh token",
         Revoke,            Caller,        AsOther,                  CLIENT_MISMATCH),
     ("another client's access token",

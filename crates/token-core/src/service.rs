@@ -19,7 +19,9 @@ use crate::store::{
     Current, FamilyStatus, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest, Rotation, Store,
 };
 use crate::token::{AccessClaims, Claims, FamilyId, RefreshClaims};
-use crate::validate::{self, MAX_NAME_LEN, MAX_SECRET_LEN, MAX_SUBJECT_LEN, MAX_TOKEN_LEN};
+use crate::validate::{
+    self, MAX_HINT_LEN, MAX_NAME_LEN, MAX_SECRET_LEN, MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
+};
 
 /// How long things live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +268,6 @@ impl<S: Store> TokenService<S> {
             family.family,
             req.subject,
             &current,
-            None,
             Rotation::Rotated,
             current.rotated_at_ms,
         )
@@ -360,11 +361,13 @@ impl<S: Store> TokenService<S> {
         // Narrowing is checked against the family before the rotation, so a widened scope is
         // refused without changing anything. A family's scopes never change, so reading them
         // first is race-free. Missing or foreign families are left to the state machine.
+        let mut access_scope_mask = None;
         if !requested.is_empty()
             && let Some(family) = self.store.family(claims.family).await?
             && family.client_id == client.client_id
         {
             requested.check_within(&family.scopes)?;
+            access_scope_mask = Some(family.scopes.mask_of(&requested));
         }
 
         let keyring = self.keyring();
@@ -380,6 +383,7 @@ impl<S: Store> TokenService<S> {
                 idle_ttl_ms: millis(self.lifetimes.refresh_idle_ttl),
                 signing_key_id: keyring.signing_key_id(),
                 reuse_policy: client.reuse_policy,
+                access_scope_mask,
             })
             .await?;
         match outcome {
@@ -389,17 +393,11 @@ impl<S: Store> TokenService<S> {
                     Rotation::Replayed => "grace replay",
                     Rotation::RolledForward => "ahead of the store (lost write)",
                 };
-                let narrowed = (!requested.is_empty()).then_some(&requested);
                 // A fresh rotation happened at the store's now; never count from before it.
                 let now_ms = self.clock.now_ms().max(current.rotated_at_ms);
-                self.mint_pair(
-                    claims.family,
-                    &claims.subject,
-                    &current,
-                    narrowed,
-                    rotation,
-                    now_ms,
-                )
+                // A replay carries the winner's scopes, whatever this caller asked for: it
+                // re-delivers what was issued and never mints anything else.
+                self.mint_pair(claims.family, &claims.subject, &current, rotation, now_ms)
             }
             RotateOutcome::Expired => Err(Error::TokenExpired),
             RotateOutcome::Revoked => Err(Error::TokenRevoked),
@@ -419,12 +417,9 @@ impl<S: Store> TokenService<S> {
         validate::client_id("client_id", req.client_id)?;
         validate::optional("client_secret", req.client_secret, MAX_SECRET_LEN)?;
         validate::required("token", req.token, MAX_TOKEN_LEN)?;
-        if !matches!(req.token_type_hint, "" | "access_token" | "refresh_token") {
-            return Err(Error::malformed(
-                "token_type_hint",
-                "must be empty, \"access_token\" or \"refresh_token\"",
-            ));
-        }
+        // RFC 7009 section 2.1: a hint the server does not understand is ignored and the token
+        // is looked for anyway. (Ours needs none: the token says what it is.)
+        validate::optional("token_type_hint", req.token_type_hint, MAX_HINT_LEN)?;
         let client = self.authenticate(req.client_id, req.client_secret).await?;
         let claims = match self.keyring().verify("token", req.token) {
             Ok(claims) => claims,
@@ -652,11 +647,13 @@ impl<S: Store> TokenService<S> {
         family: FamilyId,
         subject: &str,
         current: &Current,
-        narrowed: Option<&Scopes>,
         rotation: Rotation,
         now_ms: u64,
     ) -> Result<TokenPair, Error> {
-        let scopes = narrowed.unwrap_or(&current.scopes).clone();
+        let scopes = match current.access_scope_mask {
+            Some(mask) => current.scopes.select(mask),
+            None => current.scopes.clone(),
+        };
         let access_expires_ms = (current.rotated_at_ms + millis(self.lifetimes.access_ttl))
             .min(current.absolute_expiry_ms);
         let refresh_expires_ms = (current.rotated_at_ms + millis(self.lifetimes.refresh_idle_ttl))

@@ -40,6 +40,9 @@ pub struct RotateRequest<'a> {
     pub idle_ttl_ms: u64,
     /// Signs the next generation if this call wins.
     pub signing_key_id: &'a str,
+    /// The scopes the next generation's access token carries if this call wins (a mask over
+    /// the family's, the caller's narrowing); `None`: all of them.
+    pub access_scope_mask: Option<u64>,
     pub reuse_policy: ReusePolicy,
 }
 
@@ -52,6 +55,9 @@ pub struct Current {
     pub key_id: String,
     pub scopes: Scopes,
     pub absolute_expiry_ms: u64,
+    /// Which of `scopes` this generation's access token carries (`Scopes::mask_of`), as the
+    /// refresh that made it asked; `None`: all of them. A replay re-delivers exactly it.
+    pub access_scope_mask: Option<u64>,
 }
 
 /// How a successful refresh came about.
@@ -125,6 +131,8 @@ pub struct FamilyState {
     pub key_id: String,
     pub status: FamilyStatus,
     pub absolute_expiry_ms: u64,
+    /// See [`Current::access_scope_mask`].
+    pub access_scope_mask: Option<u64>,
 }
 
 impl FamilyState {

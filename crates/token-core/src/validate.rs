@@ -9,6 +9,8 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_SECRET_LEN: usize = 256;
 pub const MAX_TOKEN_LEN: usize = 1024;
 pub const MAX_SCOPE_LEN: usize = 128;
+/// RFC 7009 `token_type_hint`: any value is accepted (unknown ones are ignored) up to this.
+pub const MAX_HINT_LEN: usize = 128;
 /// Bounded by the 64-bit scope mask an access token carries.
 pub const MAX_SCOPES: usize = 64;
 

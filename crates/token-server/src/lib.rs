@@ -6,6 +6,9 @@
 //! - [`status`]: the one mapping from domain errors to gRPC statuses.
 //! - [`health`]: `grpc.health.v1`, following Redis reachability.
 //! - [`overload`]: the concurrency limit that sheds calls with RESOURCE_EXHAUSTED.
+//! - [`deadline`]: the caller's `grpc-timeout`, answered DEADLINE_EXCEEDED.
+//! - [`limits`]: oversize and undecodable requests answered MALFORMED_REQUEST.
+//! - [`authz`]: the operator gate in front of operator RPCs.
 //! - [`rpc_trace`]: a server span (continuing the caller's trace) and a duration per RPC.
 //! - [`observe`]: refresh outcomes counted and appended to the per-client audit.
 //! - [`admin`]: the admin HTTP port (`/metrics`, Prometheus text format).
@@ -17,6 +20,7 @@ pub mod admin;
 pub mod api;
 pub mod authz;
 pub mod config;
+pub mod deadline;
 pub mod health;
 pub mod limits;
 pub mod observe;
@@ -367,10 +371,15 @@ pub async fn run(
         )
     });
     let meter = app.metrics.meter(SERVICE_NAME);
+    // Outermost first. The span sees every answer, the layers' own included; the deadline
+    // comes next so that it bounds everything below it and its answer is traced; the operator
+    // gate refuses before any decoding; malformed-request rewriting sits nearest the services,
+    // whose decode errors it turns into the contract's status.
     let router = Server::builder()
         .layer(rpc_trace::RpcTraceLayer::new(&meter))
+        .layer(deadline::DeadlineLayer)
         .layer(authz::OperatorGateLayer::new(app.operators.clone()))
-        .layer(limits::OversizeAsMalformedLayer)
+        .layer(limits::MalformedRequestLayer)
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

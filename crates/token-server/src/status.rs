@@ -56,6 +56,24 @@ pub fn to_status(err: &Error) -> Status {
     Status::with_error_details(code, message, details)
 }
 
+/// MALFORMED_REQUEST for `field`, as an HTTP response: for requests refused before a handler
+/// (too large, undecodable), whose field names are only known at run time.
+pub fn malformed(field: &str, problem: &str) -> http::Response<tonic::body::Body> {
+    let mut details = ErrorDetails::new();
+    details.add_bad_request_violation(field, problem);
+    let err = Error::Malformed {
+        field: "request",
+        problem: String::new(),
+    };
+    let (code, reason, oauth_error) = classify(&err);
+    details.set_error_info(
+        reason,
+        ERROR_DOMAIN,
+        HashMap::from([(OAUTH_ERROR_KEY.to_owned(), oauth_error.to_owned())]),
+    );
+    Status::with_error_details(code, format!("{field}: {problem}"), details).into_http()
+}
+
 /// The status code, `ErrorInfo.reason` and OAuth2 error code of each error.
 pub fn classify(err: &Error) -> (Code, &'static str, &'static str) {
     let (code, oauth_error) = match err {

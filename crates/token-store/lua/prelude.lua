@@ -49,23 +49,33 @@ local function int(n)
 end
 
 -- A family is one string, fields separated by single spaces, scopes last:
---   <generation> <rotated at, ms> <key id> <absolute expiry, ms> <status> <client id> [<scopes>]
--- status is "a" (active) or "r:<reason>:<revoked at, ms>". One compact string, not a hash:
--- it keeps a family within its memory budget and stays readable with GET.
+--   <generation>[/<access mask>] <rotated at, ms> <key id> <absolute expiry, ms> <status>
+--   <client id> [<scopes>]
+-- status is "a" (active) or "r:<reason>:<revoked at, ms>". The access mask, when present, is
+-- which of the family's scopes (bit i: the i-th scope) the current generation's access token
+-- carries, as asked by the refresh that made it; absent means all of them. A grace replay
+-- re-delivers exactly that token. It stays a string here: a mask of 64 bits is beyond what a
+-- Lua number holds exactly. One compact string, not a hash: it keeps a family within its
+-- memory budget and stays readable with GET.
 local function decode_family(record)
   if not record then
     return nil
   end
-  local g, t, k, x, st, c, sc =
-    string.match(record, '^(%d+) (%d+) ([^ ]+) (%d+) ([^ ]+) ([^ ]+) ?(.*)$')
+  local g, m, t, k, x, st, c, sc =
+    string.match(record, '^(%d+)/?(%d*) (%d+) ([^ ]+) (%d+) ([^ ]+) ([^ ]+) ?(.*)$')
   if not g then
     return redis.error_reply('ERR corrupt family record')
   end
-  return {g = tonumber(g), t = tonumber(t), k = k, x = tonumber(x), st = st, c = c, sc = sc}
+  return {g = tonumber(g), m = m, t = tonumber(t), k = k, x = tonumber(x), st = st, c = c,
+    sc = sc}
 end
 
 local function encode_family(f)
-  local record = table.concat({int(f.g), int(f.t), f.k, int(f.x), f.st, f.c}, ' ')
+  local g = int(f.g)
+  if f.m ~= nil and f.m ~= '' then
+    g = g .. '/' .. f.m
+  end
+  local record = table.concat({g, int(f.t), f.k, int(f.x), f.st, f.c}, ' ')
   if f.sc ~= '' then
     record = record .. ' ' .. f.sc
   end

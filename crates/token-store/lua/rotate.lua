@@ -10,12 +10,16 @@
 -- ARGV[7]: reuse policy: "revoke-family" or "reject-only"
 -- ARGV[8]: optional: when the request reached the service, ms on Redis's clock as the
 --          instance tracks it (for the stale-duplicate rule); absent or '' means now
+-- ARGV[9]: optional: the access mask a new generation's access token carries (the caller's
+--          narrowing, as a decimal mask over the family's scopes); absent or '' means all
 -- Needs: prelude.lua (whole, int, now_or_time, decode_family, encode_family).
 -- Returns: {outcome} for refusals: "expired", "revoked", "client_mismatch",
 --          "reused_revoked" (family revoked now), "reused_rejected" (family kept),
 --          "reused_stale" (a request issued before the current generation existed: kept);
---          {outcome, g, t, key id, scopes, absolute expiry} for "rotated", "replayed" and
---          "rolled_forward", describing the generation whose pair the caller gets.
+--          {outcome, g, t, key id, scopes, absolute expiry, access mask} for "rotated",
+--          "replayed" and "rolled_forward", describing the generation whose pair the caller
+--          gets (access mask '' means all the family's scopes; a replay answers the mask the
+--          winner asked for, whatever this caller asks).
 local p = whole(ARGV[1])
 local now = now_or_time(ARGV[3])
 local grace = whole(ARGV[4])
@@ -25,7 +29,9 @@ local stamp = now
 if ARGV[8] ~= nil and ARGV[8] ~= '' then
   stamp = whole(ARGV[8])
 end
+local mask = ARGV[9] or ''
 if not p or p < 1 or not now or not stamp or not grace
+    or (mask ~= '' and (not string.match(mask, '^%d+$') or #mask > 20))
     or not idle_ttl or idle_ttl <= 0 or ARGV[2] == '' or ARGV[6] == ''
     or string.find(ARGV[2], '%s') or string.find(ARGV[6], '%s')
     or (policy ~= 'revoke-family' and policy ~= 'reject-only') then
@@ -49,13 +55,13 @@ if f.c ~= ARGV[2] then
   return {'client_mismatch'}
 end
 
-local function issued(outcome, generation, rotated_at, key_id)
-  return {outcome, int(generation), int(rotated_at), key_id, f.sc, int(f.x)}
+local function issued(outcome, generation, rotated_at, key_id, access_mask)
+  return {outcome, int(generation), int(rotated_at), key_id, f.sc, int(f.x), access_mask}
 end
 local function advance(outcome, generation)
-  f.g, f.t, f.k = generation, now, ARGV[6]
+  f.g, f.t, f.k, f.m = generation, now, ARGV[6], mask
   redis.call('SET', KEYS[1], encode_family(f), 'PX', int(math.min(idle_ttl, f.x - now)))
-  return issued(outcome, generation, now, ARGV[6])
+  return issued(outcome, generation, now, ARGV[6], mask)
 end
 
 if p == f.g then
@@ -66,7 +72,7 @@ if p > f.g then
   return advance('rolled_forward', p + 1)
 end
 if p == f.g - 1 and grace > 0 and now - f.t <= grace then
-  return issued('replayed', f.g, f.t, f.k)
+  return issued('replayed', f.g, f.t, f.k, f.m)
 end
 -- A request stamped before the current generation's rotation was delayed in transit (its
 -- caller timed out and retried long ago): a late duplicate, not theft. Refuse it, but never

@@ -1,8 +1,13 @@
 //! The stored form of a family: one string, fields separated by single spaces, scopes last:
 //!
 //! ```text
-//! <generation> <rotated at, ms> <key id> <absolute expiry, ms> <status> <client id> [<scopes>]
+//! <generation>[/<access mask>] <rotated at, ms> <key id> <absolute expiry, ms> <status>
+//!     <client id> [<scopes>]
 //! ```
+//!
+//! The access mask (which scopes the current generation's access token carries, when the
+//! refresh that made it narrowed them) matters only to `rotate.lua`'s replays; it is read past
+//! here.
 //!
 //! `status` is `a` (active) or `r:<reason>:<revoked at, ms>`. The Lua scripts write it
 //! (`lua/prelude.lua` has the same format); Rust reads it for introspection. One compact
@@ -21,7 +26,12 @@ pub fn decode(record: &str) -> Result<FamilyState, StoreError> {
     let mut fields = record.splitn(7, ' ');
     let mut next = |what: &str| fields.next().ok_or_else(|| corrupt(what));
     let number = |text: &str, what: &str| text.parse::<u64>().map_err(|_| corrupt(what));
-    let generation = number(next("generation")?, "generation")?;
+    let generation = next("generation")?;
+    let (generation, access_scope_mask) = match generation.split_once('/') {
+        Some((generation, mask)) => (generation, Some(number(mask, "access mask")?)),
+        None => (generation, None),
+    };
+    let generation = number(generation, "generation")?;
     let rotated_at_ms = number(next("rotation time")?, "rotation time")?;
     let key_id = next("key id")?.to_owned();
     let absolute_expiry_ms = number(next("absolute expiry")?, "absolute expiry")?;
@@ -49,6 +59,7 @@ pub fn decode(record: &str) -> Result<FamilyState, StoreError> {
         key_id,
         status,
         absolute_expiry_ms,
+        access_scope_mask,
     })
 }
 
@@ -59,9 +70,12 @@ pub fn encode(family: &FamilyState) -> String {
         FamilyStatus::Active => "a".to_owned(),
         FamilyStatus::Revoked { reason, at_ms } => format!("r:{reason}:{at_ms}"),
     };
+    let generation = match family.access_scope_mask {
+        Some(mask) => format!("{}/{mask}", family.generation),
+        None => family.generation.to_string(),
+    };
     let mut record = format!(
-        "{} {} {} {} {status} {}",
-        family.generation,
+        "{generation} {} {} {} {status} {}",
         family.rotated_at_ms,
         family.key_id,
         family.absolute_expiry_ms,
@@ -86,6 +100,11 @@ mod tests {
         assert_eq!(family.client_id, "client-2Afu");
         assert_eq!(family.scopes.to_space_separated(), "email openid");
         assert_eq!(encode(&family), record);
+
+        let narrowed = decode("4/5 10 k1 20 a web a b c").unwrap();
+        assert_eq!((narrowed.generation, narrowed.access_scope_mask), (4, Some(5)));
+        assert_eq!(encode(&narrowed), "4/5 10 k1 20 a web a b c");
+        assert!(decode("4/x 10 k1 20 a web").is_err());
 
         let revoked = "3 10 k1 20 r:reuse:15 web";
         let family = decode(revoked).unwrap();

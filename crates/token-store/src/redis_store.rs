@@ -559,6 +559,7 @@ impl Store for RedisStore {
                 key_id: family.key_id.clone(),
                 scopes: family.scopes.clone(),
                 absolute_expiry_ms: number(Some(absolute_expiry), "issue: bad expiry")?,
+                access_scope_mask: None,
             }),
             [outcome] if outcome == "store_full" => Err(StoreError::Full(format!(
                 "Redis memory is past the high-water mark ({} permille of maxmemory)",
@@ -582,6 +583,11 @@ impl Store for RedisStore {
                     .arg(req.signing_key_id)
                     .arg(req.reuse_policy.as_str())
                     .arg(req.stamp_ms)
+                    .arg(
+                        req.access_scope_mask
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                    )
                     .invoke_async(&mut conn)
                     .await
             })
@@ -747,7 +753,7 @@ fn parse_rotate_reply(reply: &[String]) -> Result<RotateOutcome, StoreError> {
         "rolled_forward" => Rotation::RolledForward,
         _ => return Err(corrupt("rotate: unknown outcome")),
     };
-    let [_, generation, rotated_at, key_id, scopes, absolute_expiry] = reply else {
+    let [_, generation, rotated_at, key_id, scopes, absolute_expiry, access_mask] = reply else {
         return Err(corrupt("rotate: short reply"));
     };
     Ok(RotateOutcome::Issued(
@@ -759,6 +765,13 @@ fn parse_rotate_reply(reply: &[String]) -> Result<RotateOutcome, StoreError> {
             scopes: Scopes::from_space_separated(scopes)
                 .ok_or_else(|| corrupt("rotate: too many scopes"))?,
             absolute_expiry_ms: number(Some(absolute_expiry), "rotate: bad expiry")?,
+            access_scope_mask: match access_mask.as_str() {
+                "" => None,
+                mask => Some(
+                    mask.parse()
+                        .map_err(|_| corrupt("rotate: bad access mask"))?,
+                ),
+            },
         },
     ))
 }

@@ -63,6 +63,7 @@ async fn issue_writes_one_string_key_named_after_the_family() -> anyhow::Result<
             key_id: "k1".into(),
             status: FamilyStatus::Active,
             absolute_expiry_ms: ABSOLUTE,
+            access_scope_mask: None,
         })
     );
     Ok(())
@@ -158,6 +159,12 @@ async fn rotate_follows_the_refresh_state_machine() -> anyhow::Result<()> {
     let last_moment =
         || issued().then(rotate(1, NOW + IDLE - 1), rec(2, NOW + IDLE - 1, "k2", "a"));
     let last_moment_2 = || last_moment().then(rotate(2, NOW + IDLE), rec(3, NOW + IDLE, "k2", "a"));
+    let narrowed = || {
+        issued().then(
+            rotate(1, T1).narrowed(1),
+            format!("2/1 {T1} k2 {ABSOLUTE} a {CLIENT} read write"),
+        )
+    };
     let revoked = || {
         issued().then(
             revoke(NOW + 1),
@@ -307,6 +314,25 @@ async fn rotate_follows_the_refresh_state_machine() -> anyhow::Result<()> {
             NewTtl(rec(6, T1, "k2", "a"), two_idle())),
         row("... and the token it rolled past is now the predecessor",
             rolled(),       rotate(5, T1 + 1),                              replayed(6, T1, "k2"), Unchanged),
+
+        // A narrowing refresh: its access mask goes with the generation it makes, and a grace
+        // replay re-delivers that token, whatever the replay asks for.
+        row("p == g narrowed to read: the mask is stored with generation 2",
+            issued(),       rotate(1, T1).narrowed(1),                      rotated(2, T1, "k2").masked(1),
+            NewTtl(format!("2/1 {T1} k2 {ABSOLUTE} a {CLIENT} read write"), up_to(IDLE))),
+        row("... a replay asking for write gets the read-only token that was issued",
+            narrowed(),     rotate(1, T1 + 1).narrowed(2),                  replayed(2, T1, "k2").masked(1), Unchanged),
+        row("... a replay asking for every scope likewise",
+            narrowed(),     rotate(1, T1 + 1),                              replayed(2, T1, "k2").masked(1), Unchanged),
+        row("... the next rotation, not narrowed, carries every scope",
+            narrowed(),     rotate(2, T1 + 2),                              rotated(3, T1 + 2, "k2"),
+            NewTtl(rec(3, T1 + 2, "k2", "a"), up_to(IDLE))),
+        row("... a mask of all 64 bits is kept whole (no float rounding)",
+            issued(),       rotate(1, T1).narrowed(u64::MAX),               rotated(2, T1, "k2").masked(u64::MAX),
+            NewTtl(format!("2/{} {T1} k2 {ABSOLUTE} a {CLIENT} read write", u64::MAX), up_to(IDLE))),
+        row("... a revocation keeps the mask",
+            narrowed(),     revoke(T1 + 1),                                 RevokeOutcome::Revoked,
+            KeptTtl(format!("2/1 {T1} k2 {ABSOLUTE} a {CLIENT} read write").replace(" a ", &format!(" {} ", status("logout", T1 + 1))))),
     ];
     h.run(&rows).await
 }
@@ -335,6 +361,10 @@ async fn rotate_rejects_invalid_arguments_and_changes_nothing() -> anyhow::Resul
         invalid("p = 1.5", &[(1, "1.5")]),
         invalid("p non-numeric", &[(1, "two")]),
         invalid("p empty", &[(1, "")]),
+        invalid("non-numeric access mask", &[(9, "x")]),
+        invalid("negative access mask", &[(9, "-1")]),
+        invalid("fractional access mask", &[(9, "1.5")]),
+        invalid("access mask of 21 digits", &[(9, "123456789012345678901")]),
         invalid("stale p, unknown policy", &[(1, "1"), (7, "revoke")]),
         invalid("stale p, empty policy", &[(1, "1"), (7, "")]),
         invalid("stale p, negative grace", &[(1, "1"), (4, "-1")]),
@@ -534,7 +564,7 @@ async fn an_empty_now_is_redis_time_in_issue_rotate_and_revoke() -> anyhow::Resu
         );
         assert_eq!(
             rotated,
-            args!["rotated", 2, t1, "k2", "read write", x],
+            args!["rotated", 2, t1, "k2", "read write", x, ""],
             "{via:?}"
         );
         let before = h.snapshot(&key).await?;
@@ -545,7 +575,7 @@ async fn an_empty_now_is_redis_time_in_issue_rotate_and_revoke() -> anyhow::Resu
             .await?;
         assert_eq!(
             replayed,
-            args!["replayed", 2, t1, "k2", "read write", x],
+            args!["replayed", 2, t1, "k2", "read write", x, ""],
             "{via:?}"
         );
         assert_eq!(h.snapshot(&key).await?, before, "{via:?}");
@@ -804,6 +834,7 @@ async fn records_written_by_the_scripts_round_trip_through_family_record() -> an
         key_id: key_id.into(),
         status: FamilyStatus::Active,
         absolute_expiry_ms: ABSOLUTE,
+        access_scope_mask: None,
     };
     let revoked = |reason: &str, at_ms| FamilyStatus::Revoked {
         reason: reason.into(),

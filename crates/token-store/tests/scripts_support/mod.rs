@@ -509,6 +509,8 @@ pub struct Rotate {
     /// ARGV[8], when the request reached the service; `None` leaves it out (the script then
     /// takes now). Through the store, `None` sends now.
     pub stamp: Option<u64>,
+    /// ARGV[9], the access mask a new generation carries; `None` leaves it out (all scopes).
+    pub mask: Option<u64>,
 }
 
 /// A refresh presenting generation `p` at `now` by the owning client, with the standard grace,
@@ -523,6 +525,7 @@ pub const fn rotate(p: u64, now: u64) -> Rotate {
         key: "k2",
         policy: ReusePolicy::RevokeFamily,
         stamp: None,
+        mask: None,
     }
 }
 
@@ -534,6 +537,7 @@ impl Rotate {
     pub const fn key(self, key: &'static str) -> Self { Self { key, ..self } }
     pub const fn reject_only(self) -> Self { Self { policy: ReusePolicy::RejectOnly, ..self } }
     pub const fn stamp(self, stamp: u64) -> Self { Self { stamp: Some(stamp), ..self } }
+    pub const fn narrowed(self, mask: u64) -> Self { Self { mask: Some(mask), ..self } }
 }
 
 impl Rotate {
@@ -548,6 +552,7 @@ impl Rotate {
             idle_ttl_ms: self.idle,
             signing_key_id: self.key,
             reuse_policy: self.policy,
+            access_scope_mask: self.mask,
         }
     }
 }
@@ -608,6 +613,12 @@ impl Op {
                 let mut argv = args![r.p, r.client, r.now, r.grace, r.idle, r.key];
                 argv.push(r.policy.as_str().to_owned());
                 argv.extend(r.stamp.map(|stamp| stamp.to_string()));
+                if let Some(mask) = r.mask {
+                    if r.stamp.is_none() {
+                        argv.push(String::new());
+                    }
+                    argv.push(mask.to_string());
+                }
                 argv
             }
             Op::Revoke(r) => args![r.client, r.reason, r.now],
@@ -712,6 +723,7 @@ pub fn current(g: u64, t: u64, k: &str) -> Current {
         key_id: k.into(),
         scopes: scopes(),
         absolute_expiry_ms: ABSOLUTE,
+        access_scope_mask: None,
     }
 }
 
@@ -722,6 +734,24 @@ pub fn issued_until(rotation: Rotation, g: u64, t: u64, k: &str, expiry: u64) ->
         ..current(g, t, k)
     };
     Expect::Rotate(RotateOutcome::Issued(rotation, current))
+}
+
+impl Expect {
+    /// The issued generation's access token carries `mask` of the family's scopes.
+    pub fn masked(self, mask: u64) -> Self {
+        match self {
+            Expect::Rotate(RotateOutcome::Issued(rotation, current)) => {
+                Expect::Rotate(RotateOutcome::Issued(
+                    rotation,
+                    Current {
+                        access_scope_mask: Some(mask),
+                        ..current
+                    },
+                ))
+            }
+            other => panic!("only an issued generation has an access mask: {other:?}"),
+        }
+    }
 }
 
 pub fn rotated(g: u64, t: u64, k: &str) -> Expect {
@@ -770,7 +800,8 @@ impl Expect {
             Expect::Rotate(RotateOutcome::Issued(rotation, c)) => {
                 let scopes = c.scopes.to_space_separated();
                 let (g, t, x) = (c.generation, c.rotated_at_ms, c.absolute_expiry_ms);
-                args![rotation.as_str(), g, t, c.key_id, scopes, x]
+                let mask = c.access_scope_mask.map(|m| m.to_string()).unwrap_or_default();
+                args![rotation.as_str(), g, t, c.key_id, scopes, x, mask]
             }
             Expect::Rotate(refusal) => args![match refusal {
                 RotateOutcome::Expired => "expired",
@@ -800,6 +831,7 @@ impl Expect {
                 key_id: issue.key.into(),
                 scopes: Scopes::from_space_separated(issue.scopes).expect("valid scopes"),
                 absolute_expiry_ms: *expiry,
+                access_scope_mask: None,
             })),
             (Expect::Rotate(outcome), _) => Ok(Answer::Rotate(outcome.clone())),
             (Expect::Revoke(outcome), _) => Ok(Answer::Revoke(*outcome)),
