@@ -193,6 +193,24 @@ async fn no_family_is_lost_or_revoked_under_injected_faults() {
     );
 
     let violations = violations.lock().unwrap().clone();
+    if !violations.is_empty() {
+        // What the audit recorded of the reuses, for whoever reads the failure.
+        for server in &servers {
+            server.audit.flush().await;
+        }
+        let events = servers[0]
+            .tokens()
+            .await
+            .list_refresh_events(token_proto::v1::ListRefreshEventsRequest {
+                client_id: client.client_id.clone(),
+                outcomes: vec!["reused".to_owned()],
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().events);
+        println!("audit of the reuses: {events:#?}");
+    }
     assert!(
         violations.is_empty(),
         "clients were refused their tokens: {violations:#?}"

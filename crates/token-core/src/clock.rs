@@ -80,6 +80,9 @@ impl Clock for ManualClock {
     }
 }
 
+/// The longest round trip of a reading [`SyncedClock`] takes: its error is at most half of it.
+pub const MAX_SYNC_ROUND_TRIP: Duration = Duration::from_millis(100);
+
 /// Redis's clock as this instance last measured it, advanced by the monotonic clock since:
 /// an NTP step, a paused VM or a skewed host moves the machine's wall clock, not this.
 /// [`SyncedClock::sync`] takes each new reading; before the first one it falls back to the
@@ -120,9 +123,14 @@ impl Clock for SyncedClock {
     }
 
     /// The reading is placed halfway through its round trip, so its error is at most half
-    /// the round trip.
+    /// the round trip; a reading whose round trip took longer than [`MAX_SYNC_ROUND_TRIP`]
+    /// (a stalled or reconnecting call) is too vague to use and is ignored.
     fn sync(&self, reference_ms: u64, sent: Instant, received: Instant) -> Option<i64> {
-        let midpoint = sent + received.saturating_duration_since(sent) / 2;
+        let round_trip = received.saturating_duration_since(sent);
+        if round_trip > MAX_SYNC_ROUND_TRIP {
+            return None;
+        }
+        let midpoint = sent + round_trip / 2;
         let since_origin = midpoint.saturating_duration_since(self.origin).as_millis() as i64;
         self.offset_ms
             .store(reference_ms as i64 - since_origin, Ordering::Relaxed);
@@ -153,6 +161,12 @@ mod tests {
             "{now} vs {reference}"
         );
         assert_eq!(clock.fixed_ms(), None, "scripts read the store's own clock");
+
+        // A reading that took too long is ignored: the clock stays where it was.
+        let later = Instant::now();
+        let vague = clock.sync(0, later - MAX_SYNC_ROUND_TRIP * 2, later);
+        assert_eq!(vague, None);
+        assert!(clock.now_ms() >= reference, "the earlier reading stands");
     }
 
     #[test]
