@@ -960,15 +960,43 @@ async fn append_refuses_invalid_arguments_before_looking_at_the_client() -> anyh
     // An unknown client with a bad argument is an error, not a silent 0: a caller's bug must
     // not hide behind ids that name no client.
     let mut h = Harness::start().await?;
-    let result = h
-        .call(Audit::Append, "ghost", &args(&[&NOW, &0, &10]))
-        .await;
-    assert_invalid(
-        result,
-        "audit: now, retention and max length",
-        "retention 0",
-    );
-    assert_eq!(h.dbsize().await?, 0);
+    // (case, arguments, the error's words): a bad header, then bad events.
+    let event = |at: &'static str, generation: &'static str| {
+        args(&[
+            &NOW,
+            &60_000,
+            &10,
+            &at,
+            &"rotated",
+            &"",
+            &"",
+            &"fam",
+            &generation,
+            &"",
+        ])
+    };
+    let cases = [
+        (
+            "retention 0",
+            args(&[&NOW, &0, &10]),
+            "audit: now, retention and max length",
+        ),
+        (
+            "event generation not a number",
+            event("1", "two"),
+            "audit: event time and generation",
+        ),
+        (
+            "event time not a number",
+            event("soon", "1"),
+            "audit: event time and generation",
+        ),
+    ];
+    for (case, argv, words) in cases {
+        let result = h.call(Audit::Append, "ghost", &argv).await;
+        assert_invalid(result, words, case);
+        assert_eq!(h.dbsize().await?, 0, "{case}");
+    }
     Ok(())
 }
 
