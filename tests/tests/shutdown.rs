@@ -17,6 +17,9 @@ async fn an_rpc_in_flight_at_shutdown_completes() {
         ServerOptions {
             // Health pings must not take the armed stall.
             health_interval: Duration::from_secs(3600),
+            // Nor a client lookup: the record stays cached however slow the machine is (this
+            // server runs on the system clock, and the default TTL is 1 s).
+            client_cache_ttl: Duration::from_secs(3600),
             ..ServerOptions::default()
         },
     )

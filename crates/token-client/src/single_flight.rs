@@ -191,15 +191,17 @@ mod tests {
             }
         }
         let guard = OnDrop(Some(dropped_tx));
+        let (started_tx, started) = oneshot::channel::<()>();
         let a = flights.join("k", move || {
             Box::pin(async move {
                 let _guard = guard;
+                let _ = started_tx.send(());
                 std::future::pending::<u32>().await
             })
         });
         let b = flights.join("k", || unreachable!());
         let a = tokio::spawn(a);
-        tokio::task::yield_now().await;
+        started.await.unwrap(); // `a` is driving the work: what is cancelled below is running.
         drop(b); // Never polled: leaving still counts.
         assert_eq!(flights.len(), 1);
         a.abort();

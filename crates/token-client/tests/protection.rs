@@ -80,19 +80,20 @@ async fn a_call_shed_as_overloaded_is_retried_until_admitted() -> anyhow::Result
         },
     )?;
     // The refresh has been handed to the transport; probe until the server holds it (each
-    // probe is a round trip, so this loop paces itself).
+    // probe is a round trip, so this loop paces itself). Bounded by time, not by a count of
+    // probes: on a loaded machine the held refresh's connection can take many probe round
+    // trips to reach the server.
     wait_for_rpcs(&holder, 1, "the held refresh is sent").await;
-    let mut shed = None;
-    for _ in 0..2000 {
-        match probe.introspect_token(garbage_introspection()).await {
-            Err(err) if err.code() == Code::ResourceExhausted => {
-                shed = Some(err);
-                break;
+    let shed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match probe.introspect_token(garbage_introspection()).await {
+                Err(err) if err.code() == Code::ResourceExhausted => return err,
+                _ => tokio::task::yield_now().await,
             }
-            _ => tokio::task::yield_now().await,
         }
-    }
-    let shed = shed.expect("the refresh never held the permit");
+    })
+    .await
+    .expect("the refresh never held the permit");
     assert_eq!(shed.reason(), Some("OVERLOADED"));
     assert!(shed.retry_delay().is_some(), "OVERLOADED carries RetryInfo");
 

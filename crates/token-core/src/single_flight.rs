@@ -94,42 +94,53 @@ impl<K: Eq + Hash + Clone, V: Clone> Drop for Leave<'_, K, V> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::sync::Barrier;
+    use std::time::Duration;
+    use tokio::sync::oneshot;
+
+    /// How many handles on the flight for `key` exist: the map's, plus one per caller that has
+    /// joined it. Zero when there is no flight.
+    fn holders(flights: &SingleFlight<&'static str, u32>, key: &str) -> usize {
+        flights.lock().get(key).map_or(0, Arc::strong_count)
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn identical_calls_share_one_run() {
         let flights = Arc::new(SingleFlight::<&str, u32>::default());
         let runs = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new(Barrier::new(2));
-        // The leader holds its run open until every follower has joined the flight.
+        let (started_tx, started) = oneshot::channel::<()>();
+        let (release, released) = oneshot::channel::<()>();
+        // Either caller may lead; this test makes the leader's work start first, announce that
+        // it runs, and hold until released, so the second call can only join it.
         let leader = {
-            let (flights, runs, gate) = (flights.clone(), runs.clone(), gate.clone());
+            let (flights, runs) = (flights.clone(), runs.clone());
             tokio::spawn(async move {
                 flights
-                    .run("k", || async {
+                    .run("k", || async move {
                         runs.fetch_add(1, Ordering::SeqCst);
-                        gate.wait().await;
+                        started_tx.send(()).expect("the test waits for the start");
+                        released.await.expect("the test releases the leader");
                         7
                     })
                     .await
             })
         };
-        while flights.in_flight() == 0 {
-            tokio::task::yield_now().await;
-        }
+        started.await.expect("the leader's work started");
+        assert_eq!(holders(&flights, "k"), 2, "the map and the leader");
         let follower = {
             let flights = flights.clone();
             tokio::spawn(async move { flights.run("k", || async { 8 }).await })
         };
-        // The follower is waiting on the same cell once the cell has three holders.
-        while flights
-            .lock()
-            .get("k")
-            .is_some_and(|c| Arc::strong_count(c) < 3)
-        {
-            tokio::task::yield_now().await;
-        }
-        gate.wait().await;
+        // The follower has joined the running flight once it holds the cell too. The leader
+        // cannot finish before it is released, so this only waits for the follower's task to
+        // be scheduled (bounded, so that a bug fails here instead of hanging).
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while holders(&flights, "k") < 3 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the follower never joined the running flight");
+        release.send(()).expect("the leader still runs");
         assert_eq!(leader.await.unwrap(), (7, true));
         assert_eq!(follower.await.unwrap(), (7, false));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -141,7 +152,7 @@ mod tests {
         let flights = SingleFlight::<&str, u32>::default();
         let never = flights.run("k", std::future::pending::<u32>);
         assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(1), never)
+            tokio::time::timeout(Duration::from_millis(1), never)
                 .await
                 .is_err()
         );
