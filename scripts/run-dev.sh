@@ -19,8 +19,10 @@ else
   fi
   echo "run: starting a development redis-server on 127.0.0.1:6379 (data in .dev/redis)"
   mkdir -p .dev/redis
+  # noeviction: Redis is the token service's database, never a cache (the server refuses a
+  # Redis that may evict).
   redis-server --port 6379 --bind 127.0.0.1 --dir "$root/.dev/redis" --appendonly yes \
-    --daemonize yes --logfile "$root/.dev/redis/redis.log"
+    --maxmemory-policy noeviction --daemonize yes --logfile "$root/.dev/redis/redis.log"
   for _ in $(seq 100); do
     redis-cli -u "$redis_url" ping >/dev/null 2>&1 && break
     sleep 0.1
