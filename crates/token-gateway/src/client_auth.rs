@@ -38,8 +38,9 @@ pub const CLIENT_SECRET: &str = "client_secret";
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
 pub const MAX_SECRET_BYTES: usize = 256;
 
-/// Standard base64; padding optional, since some clients leave it out. Trailing bits must be
-/// zero, so every credential has one spelling.
+/// Standard base64; padding optional, since some clients leave it out (but when present it
+/// must be whole: [`parse_basic`]). Trailing bits must be zero, so a credential has one
+/// spelling with padding and one without.
 const BASIC: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
@@ -274,6 +275,10 @@ pub fn parse_basic(header: &[u8]) -> Result<ClientCredentials, BasicError> {
     if encoded.is_empty() {
         return Err(BasicError::Missing);
     }
+    // Padding present but short of the last quantum ("YQ=") is a broken encoder, not a choice.
+    if encoded.ends_with(b"=") && encoded.len() % 4 != 0 {
+        return Err(BasicError::NotBase64);
+    }
     let decoded = BASIC.decode(encoded).map_err(|_| BasicError::NotBase64)?;
     // Encoded ids and secrets cannot contain a raw ':', so the first one separates them.
     let colon = decoded
@@ -502,6 +507,18 @@ mod tests {
                 vec!["Basic d2ViOj8_Pw".to_owned()],
                 "",
                 CLIENT_401,
+            ),
+            (
+                "base64 with partial padding",
+                vec!["Basic YTpiYw=".to_owned()],
+                "",
+                CLIENT_401,
+            ),
+            (
+                "base64 with padding",
+                vec!["Basic YTpiYw==".to_owned()],
+                "",
+                ok("a", "bc", Method::Basic),
             ),
             (
                 "base64 with nonzero trailing bits",

@@ -45,8 +45,9 @@ fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredenti
     Ok(client)
 }
 
-/// The value of a header that may appear at most once, as text. Descriptions name the
-/// header, never its value (an `Authorization` value is a credential).
+/// The value of a request header that may appear at most once (`Content-Type`), as text;
+/// `invalid_request` otherwise. Descriptions name the header, never its value. Not for
+/// `Authorization`, whose every failure is `invalid_client` ([`client_credentials`]).
 fn single_header(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, Error> {
     let mut values = headers.get_all(&name).iter();
     let Some(value) = values.next() else {
