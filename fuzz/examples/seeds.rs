@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use token_core::audit::{EventQuery, SummaryQuery};
 use token_core::token::{AccessClaims, RefreshClaims};
 use token_core::{FamilyId, Keyring, Scopes};
@@ -23,6 +25,8 @@ fn main() {
     write(&root, "keyring_parse", &keyring_seeds());
     write(&root, "family_record", &record_seeds());
     write(&root, "request_validation", &request_seeds());
+    write(&root, "gateway_form", &gateway_form_seeds());
+    write(&root, "gateway_basic", &gateway_basic_seeds());
 }
 
 fn write(root: &Path, target: &str, seeds: &[(&str, Vec<u8>)]) {
@@ -223,4 +227,80 @@ fn request_seeds() -> Vec<(&'static str, Vec<u8>)> {
         }
     }
     seeds
+}
+
+/// Request bodies as the gateway's clients send them (authlib, curl, the README's examples),
+/// and one of each way a body is malformed.
+fn gateway_form_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let rt = keyring()
+        .mint_refresh(&refresh("k1", "alice@example.com"))
+        .unwrap();
+    let seeds: Vec<(&str, String)> = vec![
+        (
+            "refresh",
+            format!("grant_type=refresh_token&refresh_token={rt}"),
+        ),
+        (
+            "refresh_post_scope",
+            format!(
+                "grant_type=refresh_token&refresh_token={rt}&scope=read+write%3Aall\
+                 &client_id=web-app.prod_1%3Aeu&client_secret=s3cr%2Bet"
+            ),
+        ),
+        (
+            "revoke_hint",
+            format!("token={rt}&token_type_hint=refresh_token"),
+        ),
+        ("introspect_public", format!("token={rt}&client_id=app")),
+        (
+            "unknown_repeated_empty",
+            "&&x=1&x=2&scope=&scope=read&grant_type&".to_owned(),
+        ),
+        (
+            "encoded_name",
+            "refresh%5Ftoken=a&Refresh_Token=b".to_owned(),
+        ),
+        ("duplicate", format!("token={rt}&token={rt}")),
+        ("bad_escape", "client_secret=SEC%RET&token=a%4".to_owned()),
+        (
+            "nul_secret",
+            "client_id=web&client_secret=SEC%00RET".to_owned(),
+        ),
+        ("scope_tab", "scope=read%09write&token=a%C2%85".to_owned()),
+        ("not_utf8", "token=%FF%C3&client_id=w%C3%A9b".to_owned()),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, body)| (name, body.into_bytes()))
+        .collect()
+}
+
+/// `Authorization` values: Basic as clients spell it (plain, form-encoded, public client,
+/// padding left out, lower-case scheme) and the issue 14 report with its kind.
+fn gateway_basic_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let basic = |user_pass: &[u8]| format!("Basic {}", STANDARD.encode(user_pass)).into_bytes();
+    vec![
+        ("plain", basic(b"web:s3cret")),
+        ("form_encoded", basic(b"web%3Aeu:s3cr+et%2B%3A")),
+        ("public", basic(b"app:")),
+        ("no_padding", b"basic YTpi".to_vec()),
+        (
+            "at_limits",
+            basic(format!("{}:{}", "i".repeat(128), "s".repeat(256)).as_bytes()),
+        ),
+        (
+            "past_limits",
+            basic(format!("{}:{}", "i".repeat(129), "s".repeat(257)).as_bytes()),
+        ),
+        ("report_nul_secret", basic(b"web:SEC%00RET")),
+        ("raw_control", basic(b"w\reb:SEC\0RET")),
+        ("bad_escape", basic(b"web:50%")),
+        ("not_utf8", basic(b"web:%FF")),
+        ("no_colon", basic(b"webSECRET")),
+        ("empty_id", basic(b":SECRET")),
+        ("not_base64", b"Basic SEC*RET".to_vec()),
+        ("trailing_bits", b"Basic YTp".to_vec()),
+        ("bearer", b"Bearer SECRET".to_vec()),
+        ("scheme_only", b"Basic".to_vec()),
+    ]
 }
