@@ -441,3 +441,37 @@ pub fn oauth_error(status: &tonic::Status) -> String {
         .and_then(|info| info.metadata.get("oauth_error").cloned())
         .unwrap_or_else(|| panic!("status without oauth_error: {status:?}"))
 }
+
+/// Runs `tests/python/<script>` with the project's Python (`.tools/venv`), `input` on its
+/// standard input, for at most `limit`, and returns what it printed; a script that fails or
+/// overruns is a panic that shows its output.
+pub async fn run_python(script: &str, input: &[u8], limit: Duration) -> Vec<u8> {
+    use std::process::Stdio;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let mut child = tokio::process::Command::new(test_support::tools_python())
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, input)
+        .await
+        .unwrap_or_else(|err| panic!("{script}: cannot write its input: {err}"));
+    drop(stdin);
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {limit:?}"))
+        .expect("python finishes");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}

@@ -3,7 +3,6 @@
 //! `tests/python/authlib_client.py`) and by reqwest for every error path, checked by status,
 //! headers and JSON body.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use e2e::{
 use reqwest::header::{self, HeaderMap};
 use serde_json::{Value, json};
 use test_support::fault_proxy::{Fault, FaultProxy};
-use test_support::{free_port, tools_python};
+use test_support::free_port;
 use token_client::{ClientConfig, TokenClient};
 use token_core::{ManualClock, Store as _};
 use token_gateway::Upstream;
@@ -222,27 +221,10 @@ fn assert_no_echo(case: &str, reply: &Reply, sent: &[&str]) {
 
 /// Runs `tests/python/authlib_client.py` with `request` and returns what it printed.
 async fn authlib(request: Value) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/authlib_client.py");
-    let mut child = tokio::process::Command::new(tools_python())
-        .arg(&script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    tokio::io::AsyncWriteExt::write_all(&mut stdin, request.to_string().as_bytes())
-        .await
-        .expect("write the request");
-    drop(stdin);
-    let output = child.wait_with_output().await.expect("python finishes");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "authlib_client.py failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {stdout}"))
+    let limit = Duration::from_secs(300);
+    let stdout = e2e::run_python("authlib_client.py", request.to_string().as_bytes(), limit).await;
+    serde_json::from_slice(&stdout)
+        .unwrap_or_else(|err| panic!("not JSON ({err}): {}", String::from_utf8_lossy(&stdout)))
 }
 
 /// An authlib request for `client` with `auth` (`client_secret_basic`, `client_secret_post`).

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::{
@@ -29,7 +28,6 @@ use e2e::{
 };
 use serde_json::{Value, json};
 use test_support::fault_proxy::{Fault, FaultProxy};
-use test_support::tools_python;
 use token_core::store::FamilyStatus;
 use token_core::{FamilyId, Store as _};
 use token_proto::v1 as pb;
@@ -242,31 +240,11 @@ fn service_config_path() -> PathBuf {
 
 /// Runs `tests/python/grpcio_retry_client.py` with `request` and returns what it printed.
 async fn grpcio_client(request: Value) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/grpcio_retry_client.py");
-    let mut child = tokio::process::Command::new(tools_python())
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    tokio::io::AsyncWriteExt::write_all(&mut stdin, request.to_string().as_bytes())
-        .await
-        .expect("write the request");
-    drop(stdin);
-    let output = tokio::time::timeout(PYTHON_RUN_LIMIT, child.wait_with_output())
-        .await
-        .expect("grpcio_retry_client.py did not finish")
-        .expect("python finishes");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "grpcio_retry_client.py failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {stdout}"))
+    let input = request.to_string();
+    let stdout =
+        e2e::run_python("grpcio_retry_client.py", input.as_bytes(), PYTHON_RUN_LIMIT).await;
+    serde_json::from_slice(&stdout)
+        .unwrap_or_else(|err| panic!("not JSON ({err}): {}", String::from_utf8_lossy(&stdout)))
 }
 
 /// What the server counted (its `/metrics`, as the reference parser
@@ -290,27 +268,9 @@ impl ServerCounts {
             .text()
             .await
             .expect("metrics text");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/parse_prometheus.py");
-        let mut child = tokio::process::Command::new(tools_python())
-            .arg(&script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python runs");
-        let mut stdin = child.stdin.take().expect("stdin");
-        tokio::io::AsyncWriteExt::write_all(&mut stdin, text.as_bytes())
-            .await
-            .expect("write the metrics");
-        drop(stdin);
-        let output = child.wait_with_output().await.expect("python finishes");
-        assert!(
-            output.status.success(),
-            "the Prometheus text does not parse: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let samples: Vec<Value> = serde_json::from_slice(&output.stdout).expect("parser output");
+        let limit = Duration::from_secs(60);
+        let parsed = e2e::run_python("parse_prometheus.py", text.as_bytes(), limit).await;
+        let samples: Vec<Value> = serde_json::from_slice(&parsed).expect("parser output");
         let mut counts = Self::default();
         for sample in samples {
             let (labels, value) = (&sample["labels"], sample["value"].as_f64().expect("value"));

@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{connect, wait_until_serving};
+use support::serving_channel;
 use test_support::otlp::OtlpReceiver;
 use test_support::{RedisServer, free_port};
 use token_proto::v1 as pb;
@@ -97,13 +97,7 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
         .spawn()
         .expect("token-server starts");
 
-    let channel = connect(&addr)
-        .await
-        .expect("token-server accepts connections");
-    assert!(
-        wait_until_serving(channel.clone()).await,
-        "token-server never reported SERVING"
-    );
+    let channel = serving_channel(&addr).await;
     // Without the operator's credential, the operator RPCs are refused.
     let refused = ClientRegistryClient::new(channel.clone())
         .create_client(pb::CreateClientRequest {
@@ -273,13 +267,7 @@ async fn exports_traces_and_metrics_over_otlp_and_logs_json_lines_with_trace_ids
         .stderr(log)
         .spawn()
         .expect("token-server starts");
-    let channel = connect(&addr)
-        .await
-        .expect("token-server accepts connections");
-    assert!(
-        wait_until_serving(channel.clone()).await,
-        "token-server never reported SERVING"
-    );
+    let channel = serving_channel(&addr).await;
     let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator);
     let mut tokens = TokenServiceClient::with_interceptor(channel, as_operator);
     let created = registry

@@ -133,6 +133,18 @@ pub async fn wait_until_serving(channel: Channel) -> bool {
     false
 }
 
+/// A channel to a server that is starting, once it reports SERVING; a panic if it never does.
+pub async fn serving_channel(addr: &str) -> Channel {
+    let channel = connect(addr)
+        .await
+        .expect("token-server accepts connections");
+    assert!(
+        wait_until_serving(channel.clone()).await,
+        "token-server never reported SERVING"
+    );
+    channel
+}
+
 /// A running server process, killed when dropped.
 pub struct ServerProcess {
     pub child: Child,
