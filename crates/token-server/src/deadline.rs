@@ -61,15 +61,15 @@ where
         let call = self.inner.call(request);
         match deadline {
             None => Either::Left(call),
-            Some(timeout) => Either::Right(tokio::time::timeout(timeout, call).map(
-                |result| match result {
+            Some(timeout) => Either::Right(tokio::time::timeout(timeout, call).map(|result| {
+                match result {
                     Ok(answer) => answer,
                     Err(_) => Ok(tonic::Status::deadline_exceeded(
                         "the call's deadline (grpc-timeout) passed before it finished",
                     )
                     .into_http()),
-                },
-            )),
+                }
+            })),
         }
     }
 }

@@ -52,7 +52,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        self.inner.call(request).map_ok(malformed_if_refused_undecoded)
+        self.inner
+            .call(request)
+            .map_ok(malformed_if_refused_undecoded)
     }
 }
 
@@ -116,8 +118,14 @@ mod tests {
 
     #[test]
     fn the_codes_are_grpc_statuses_11_and_13() {
-        assert_eq!(OUT_OF_RANGE, (tonic::Code::OutOfRange as i32).to_string().as_bytes());
-        assert_eq!(INTERNAL, (tonic::Code::Internal as i32).to_string().as_bytes());
+        assert_eq!(
+            OUT_OF_RANGE,
+            (tonic::Code::OutOfRange as i32).to_string().as_bytes()
+        );
+        assert_eq!(
+            INTERNAL,
+            (tonic::Code::Internal as i32).to_string().as_bytes()
+        );
     }
 
     #[test]
@@ -133,7 +141,11 @@ mod tests {
                 "scopes",
                 "does not decode: invalid string value: data is not UTF-8 encoded",
             ),
-            ("buffer underflow", "request", "does not decode: buffer underflow"),
+            (
+                "buffer underflow",
+                "request",
+                "does not decode: buffer underflow",
+            ),
             (
                 "Outer.inner: Inner.name: invalid string value: data is not UTF-8 encoded",
                 "name",

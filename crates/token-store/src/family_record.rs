@@ -76,10 +76,7 @@ pub fn encode(family: &FamilyState) -> String {
     };
     let mut record = format!(
         "{generation} {} {} {} {status} {}",
-        family.rotated_at_ms,
-        family.key_id,
-        family.absolute_expiry_ms,
-        family.client_id
+        family.rotated_at_ms, family.key_id, family.absolute_expiry_ms, family.client_id
     );
     if !family.scopes.is_empty() {
         record.push(' ');
@@ -102,7 +99,10 @@ mod tests {
         assert_eq!(encode(&family), record);
 
         let narrowed = decode("4/5 10 k1 20 a web a b c").unwrap();
-        assert_eq!((narrowed.generation, narrowed.access_scope_mask), (4, Some(5)));
+        assert_eq!(
+            (narrowed.generation, narrowed.access_scope_mask),
+            (4, Some(5))
+        );
         assert_eq!(encode(&narrowed), "4/5 10 k1 20 a web a b c");
         assert!(decode("4/x 10 k1 20 a web").is_err());
 

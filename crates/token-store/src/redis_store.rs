@@ -753,7 +753,16 @@ fn parse_rotate_reply(reply: &[String]) -> Result<RotateOutcome, StoreError> {
         "rolled_forward" => Rotation::RolledForward,
         _ => return Err(corrupt("rotate: unknown outcome")),
     };
-    let [_, generation, rotated_at, key_id, scopes, absolute_expiry, access_mask] = reply else {
+    let [
+        _,
+        generation,
+        rotated_at,
+        key_id,
+        scopes,
+        absolute_expiry,
+        access_mask,
+    ] = reply
+    else {
         return Err(corrupt("rotate: short reply"));
     };
     Ok(RotateOutcome::Issued(

@@ -127,7 +127,10 @@ async fn issue_rejects_invalid_arguments_and_writes_nothing() -> anyhow::Result<
         invalid("fractional absolute lifetime", &[(5, "1.5")]),
         // A double holds integers exactly only up to 2^53: an expiry past it would be rounded
         // and written in a form Rust cannot read back.
-        invalid("absolute lifetime beyond 2^53", &[(5, "99999999999999999999")]),
+        invalid(
+            "absolute lifetime beyond 2^53",
+            &[(5, "99999999999999999999")],
+        ),
         invalid("now + lifetime beyond 2^53", &[(5, "9007199254740991")]),
         invalid("now beyond 2^53", &[(3, "9007199254740993")]),
         invalid("idle beyond 2^53", &[(6, "9007199254740993")]),

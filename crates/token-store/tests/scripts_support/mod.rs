@@ -800,7 +800,10 @@ impl Expect {
             Expect::Rotate(RotateOutcome::Issued(rotation, c)) => {
                 let scopes = c.scopes.to_space_separated();
                 let (g, t, x) = (c.generation, c.rotated_at_ms, c.absolute_expiry_ms);
-                let mask = c.access_scope_mask.map(|m| m.to_string()).unwrap_or_default();
+                let mask = c
+                    .access_scope_mask
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
                 args![rotation.as_str(), g, t, c.key_id, scopes, x, mask]
             }
             Expect::Rotate(refusal) => args![match refusal {
