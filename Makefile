@@ -12,12 +12,14 @@ export PATH := $(CURDIR)/.tools/venv/bin:$(CARGO_TOOLS_ROOT)/bin:$(PATH)
 run:
 	scripts/run-dev.sh
 
-## test: every test, against real redis-server processes the tests start themselves; each test
-## runs in its own process under cargo-nextest, and one that hangs is killed and reported
-## (timeouts in .config/nextest.toml); then the doctests, which nextest does not run
+## test: every test, against real redis-server processes the tests start themselves: the
+## doctests (which nextest does not run), then each test in its own process under
+## cargo-nextest, where one that hangs is killed and reported (timeouts in .config/nextest.toml)
+# The doctests go first, so that the run closes on nextest's summary of the whole suite (the
+# last doctest binary has none and would close it on "0 passed").
 test: deps nextest
-	cargo nextest run --workspace --all-targets --profile $(NEXTEST_PROFILE)
 	timeout --kill-after=30s 900 cargo test --doc --workspace
+	cargo nextest run --workspace --all-targets --profile $(NEXTEST_PROFILE)
 
 # The nextest profile: `ci` (every failure reported, JUnit in target/nextest/ci/junit.xml) where
 # CI=true, as CI services set it; `default` otherwise. NEXTEST_PROFILE=... overrides both.
