@@ -37,16 +37,20 @@ fn info_field(url: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("INFO has {name}"))
 }
 
-/// Waits (bounded) for the process to exit by itself.
-fn exit_status(process: &mut std::process::Child) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Some(status) = process.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Waits (bounded: 30 s) for the process to exit by itself.
+fn exit_status(mut process: std::process::Child) -> Option<std::process::ExitStatus> {
+    let (exited, status) = std::sync::mpsc::channel();
+    let pid = process.id();
+    std::thread::spawn(move || {
+        let _ = exited.send(process.wait().ok());
+    });
+    let status = status.recv_timeout(Duration::from_secs(30)).ok().flatten();
+    if status.is_none() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
-    None
+    status
 }
 
 #[tokio::test]
@@ -62,8 +66,8 @@ async fn an_evicting_policy_is_refused_at_start_unless_overridden() {
             policy,
         ]);
         let (mut command, _, log) = setup.command(&redis.url(), &format!("refused-{policy}"));
-        let mut child = command.spawn().unwrap();
-        let status = exit_status(&mut child).expect("the server refuses to start");
+        let child = command.spawn().unwrap();
+        let status = exit_status(child).expect("the server refuses to start");
         assert!(!status.success(), "{policy}: {status}");
         let said = std::fs::read_to_string(&log).unwrap();
         for words in [
