@@ -21,6 +21,8 @@
 //! Time is a script argument, so `now` values are chosen freely; nothing waits. The real TTLs
 //! set here are hours or days, so no key can lapse while a test runs.
 
+mod reply;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::time::Duration;
@@ -29,6 +31,7 @@ use anyhow::Context;
 use deadpool_redis::redis::{
     self, AsyncConnectionConfig, RedisError, Script, Value, aio::MultiplexedConnection,
 };
+use reply::{assert_invalid, texts};
 use test_support::RedisServer;
 use token_store::keys::KeyLayout;
 use token_store::scripts;
@@ -552,18 +555,6 @@ impl Harness {
     }
 }
 
-/// A script reply flattened to strings: an array becomes its elements, a scalar one element.
-fn texts(value: Value) -> Vec<String> {
-    match value {
-        Value::Array(items) => items.into_iter().flat_map(texts).collect(),
-        Value::BulkString(bytes) => vec![String::from_utf8(bytes).expect("UTF-8 reply")],
-        Value::SimpleString(text) => vec![text],
-        Value::Int(n) => vec![n.to_string()],
-        Value::Nil => vec![],
-        other => panic!("unexpected reply {other:?}"),
-    }
-}
-
 /// A list reply split into its continuation id and its rows.
 fn page_of(reply: Vec<String>) -> (String, Vec<Row>) {
     assert!(
@@ -594,16 +585,6 @@ fn newest_first<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Row> {
 /// The ids of list rows.
 fn ids(rows: &[Row]) -> Vec<String> {
     rows.iter().map(|r| r[0].clone()).collect()
-}
-
-fn assert_invalid(result: Result<Vec<String>, RedisError>, expected: &str, case: &str) {
-    match result {
-        Ok(reply) => panic!("{case}: expected an error reply, got {reply:?}"),
-        Err(err) => assert!(
-            err.to_string().contains(expected),
-            "{case}: expected {expected:?} in the error, got {err}"
-        ),
-    }
 }
 
 /// Events stamped at these times, numbered from 1, all `rotated`.

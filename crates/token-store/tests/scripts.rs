@@ -14,6 +14,7 @@
 //! freely and nothing waits. The real TTLs set here are hours or days, so no key can lapse
 //! while a test runs.
 
+mod reply;
 #[macro_use]
 mod scripts_support;
 

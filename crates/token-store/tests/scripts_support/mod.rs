@@ -19,6 +19,9 @@ use token_core::store::{
 use token_core::{FamilyId, ReusePolicy, Scopes, Store, StoreError};
 use token_store::{RedisStore, StoreConfig, family_record, scripts};
 
+pub use crate::reply::assert_invalid;
+use crate::reply::texts;
+
 pub const HOUR: u64 = 3_600_000;
 pub const DAY: u64 = 24 * HOUR;
 /// Issue time of the standard family.
@@ -390,18 +393,6 @@ fn store_over(url: &str, high_water_permille: u32) -> Result<RedisStore, StoreEr
     })
 }
 
-/// A script reply flattened to strings: an array becomes its elements, a scalar one element.
-fn texts(value: Value) -> Vec<String> {
-    match value {
-        Value::Array(items) => items.into_iter().flat_map(texts).collect(),
-        Value::BulkString(bytes) => vec![String::from_utf8(bytes).expect("UTF-8 reply")],
-        Value::SimpleString(text) => vec![text],
-        Value::Int(n) => vec![n.to_string()],
-        Value::Nil => vec![],
-        other => panic!("unexpected reply {other:?}"),
-    }
-}
-
 /// `argv` with the 1-based `slots` set to other text (slots past its end are added, the gap
 /// filled with empty strings).
 pub fn changed<S: AsRef<str>>(mut argv: Vec<String>, slots: &[(usize, S)]) -> Vec<String> {
@@ -412,16 +403,6 @@ pub fn changed<S: AsRef<str>>(mut argv: Vec<String>, slots: &[(usize, S)]) -> Ve
         argv[slot - 1] = value.as_ref().to_owned();
     }
     argv
-}
-
-pub fn assert_invalid(result: Result<Vec<String>, RedisError>, expected: &str, case: &str) {
-    match result {
-        Ok(reply) => panic!("{case}: expected an error reply, got {reply:?}"),
-        Err(err) => assert!(
-            err.to_string().contains(expected),
-            "{case}: expected {expected:?} in the error, got {err}"
-        ),
-    }
 }
 
 pub fn scopes() -> Scopes {
