@@ -122,7 +122,7 @@ pub struct Config {
     #[arg(long, env = "TOKEN_MAX_CONCURRENT_CALLS", default_value_t = 2048)]
     pub max_concurrent_calls: usize,
 
-    /// How often Redis is pinged for the health status.
+    /// How often Redis is looked at (TIME and INFO): health status, clock, memory and policy.
     #[arg(long, env = "TOKEN_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
 

@@ -1,6 +1,7 @@
-//! `grpc.health.v1`: SERVING only while Redis answers. The same look at Redis every interval
-//! keeps the instance's clock in step with Redis's and reads its memory and eviction policy. Kubernetes probes and load balancers
-//! read it, so an instance cut off from Redis stops receiving traffic without restarting.
+//! `grpc.health.v1`: SERVING only while Redis answers. Kubernetes probes and load balancers
+//! read it, so an instance cut off from Redis stops receiving traffic without restarting. The
+//! same look at Redis every interval keeps the instance's clock in step with Redis's and reads
+//! its memory and eviction policy.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -68,11 +68,7 @@ impl MemoryReport {
                 max => n.used_bytes.saturating_mul(1000) / max,
             })
             .expect("at least one node");
-        let policy = nodes
-            .iter()
-            .filter_map(|n| n.policy.as_deref())
-            .find(|p| *p != NO_EVICTION)
-            .or_else(|| nodes.iter().find_map(|n| n.policy.as_deref()))
+        let policy = worst_policy(nodes.iter().filter_map(|n| n.policy.as_deref()))
             .unwrap_or_default()
             .to_owned();
         Ok(Self {
@@ -82,6 +78,29 @@ impl MemoryReport {
             evicted_keys: nodes.iter().map(|n| n.evicted_keys).sum(),
         })
     }
+}
+
+/// The policy of the reply of `CONFIG GET maxmemory-policy`: `[name, value]`, or that per
+/// node in a Cluster.
+pub fn policy_from_config(reply: &Value) -> Option<String> {
+    let mut texts = Vec::new();
+    collect_texts(reply, &mut texts);
+    worst_policy(
+        texts
+            .iter()
+            .map(String::as_str)
+            .filter(|text| *text != "maxmemory-policy"),
+    )
+    .map(str::to_owned)
+}
+
+/// Of several nodes' policies, one that can evict if any can: that is the one that loses
+/// families.
+fn worst_policy<'a>(policies: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
+    policies
+        .clone()
+        .find(|policy| *policy != NO_EVICTION)
+        .or_else(|| policies.into_iter().next())
 }
 
 fn collect_texts(value: &Value, out: &mut Vec<String>) {
@@ -278,6 +297,26 @@ mod tests {
             }
         );
         assert!(MemoryReport::from_info(&Value::Nil).is_err());
+    }
+
+    #[test]
+    fn config_get_replies_of_one_node_and_of_a_cluster() {
+        let pair = |policy: &str| {
+            Value::Array(vec![
+                Value::BulkString(b"maxmemory-policy".to_vec()),
+                Value::BulkString(policy.as_bytes().to_vec()),
+            ])
+        };
+        assert_eq!(
+            policy_from_config(&pair("noeviction")).as_deref(),
+            Some("noeviction")
+        );
+        let cluster = Value::Map(vec![
+            (Value::BulkString(b"a:1".to_vec()), pair("noeviction")),
+            (Value::BulkString(b"b:2".to_vec()), pair("allkeys-lru")),
+        ]);
+        assert_eq!(policy_from_config(&cluster).as_deref(), Some("allkeys-lru"));
+        assert_eq!(policy_from_config(&Value::Array(vec![])), None);
     }
 
     #[test]

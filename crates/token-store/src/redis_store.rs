@@ -19,7 +19,7 @@ use crate::connector::{Conn, Connector, Topology};
 use crate::family_record;
 use crate::keys::KeyLayout;
 use crate::metrics::{Phase, StoreMetrics};
-use crate::monitor::{MemoryReport, StoreMonitor};
+use crate::monitor::{self, MemoryReport, StoreMonitor};
 use crate::scripts;
 
 /// One kind of Redis call, as its span names it (OpenTelemetry database conventions).
@@ -54,7 +54,6 @@ impl Operation {
 pub(crate) mod ops {
     use super::Operation;
 
-    pub const PING: Operation = Operation::command("PING");
     pub const TIME: Operation = Operation::command("TIME");
     pub const INFO: Operation = Operation::command("INFO");
     pub const CONFIG_GET: Operation = Operation::command("CONFIG GET");
@@ -227,15 +226,6 @@ impl RedisStore {
         self.timeout
     }
 
-    /// A round trip to Redis, for health checks.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call(ops::PING, |mut conn| async move {
-            redis::cmd("PING").query_async::<String>(&mut conn).await
-        })
-        .await
-        .map(|_| ())
-    }
-
     /// Redis's clock (`TIME`), ms since the epoch: the one clock (in a Cluster, some node's).
     pub async fn time(&self) -> Result<u64, StoreError> {
         let (secs, micros): (u64, u64) = self
@@ -265,7 +255,8 @@ impl RedisStore {
                         .await
                 })
                 .await?;
-            report.policy = config_policy(&reply).unwrap_or_else(|| "unknown".to_owned());
+            report.policy =
+                monitor::policy_from_config(&reply).unwrap_or_else(|| "unknown".to_owned());
         }
         Ok(report)
     }
@@ -491,35 +482,6 @@ fn classify(err: redis::RedisError) -> StoreError {
     match err.retry_method() {
         RetryMethod::NoRetry => StoreError::Corrupt(err.to_string()),
         _ => StoreError::Unavailable(err.to_string()),
-    }
-}
-
-/// The value of `CONFIG GET maxmemory-policy`: `[name, value]`, or per node in a Cluster.
-fn config_policy(reply: &redis::Value) -> Option<String> {
-    use redis::Value;
-    match reply {
-        Value::Array(items) if items.len() == 2 => match &items[1] {
-            Value::BulkString(v) => Some(String::from_utf8_lossy(v).into_owned()),
-            Value::SimpleString(v) => Some(v.clone()),
-            other => config_policy(other),
-        },
-        Value::Map(pairs) if pairs.len() == 1 && !matches!(pairs[0].1, Value::Map(_)) => {
-            match &pairs[0].1 {
-                Value::BulkString(v) => Some(String::from_utf8_lossy(v).into_owned()),
-                other => config_policy(other),
-            }
-        }
-        // One answer per node: an evicting one wins.
-        Value::Map(pairs) => {
-            let policies: Vec<String> =
-                pairs.iter().filter_map(|(_, v)| config_policy(v)).collect();
-            policies
-                .iter()
-                .find(|p| *p != crate::monitor::NO_EVICTION)
-                .or(policies.first())
-                .cloned()
-        }
-        _ => None,
     }
 }
 
