@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: release build, a dedicated redis-server and token-server on free loopback
-# ports, then in one run: the EVALSHA ceiling (redis-benchmark), refresh throughput at 64
-# callers (printed as a ratio of the ceiling), the same refreshes over HTTP through
+# ports, then in one run: the EVALSHA ceiling (redis-benchmark), the gRPC echo ceiling
+# (Health/Check), refresh throughput at 64 callers (printed as ratios of both ceilings and of
+# the two combined, with server CPU per refresh), the same refreshes over HTTP through
 # token-gateway with wrk (beside the gRPC figure), a mixed and an introspection-only load,
 # storms of 1,000, and Redis bytes per family. Each mode ends with a `bench <mode>:` line.
 # BENCH_DURATION (default 10s) sets each timed run's length.
@@ -56,9 +57,12 @@ ceiling_line=$("$bin/token-bench" ceiling --redis-url "redis://127.0.0.1:$redis_
 echo "$ceiling_line"
 ceiling=$(sed -n 's/.*evalsha_per_s=\([0-9.]*\).*/\1/p' <<<"$ceiling_line")
 
-throughput_line=$("$bin/token-bench" throughput "${target[@]}" --concurrency 64 \
-  --duration "$duration" --ceiling-per-s "$ceiling")
-echo "$throughput_line"
+# The echo ceiling (Health/Check through the same server, callers and channels) first, then the
+# refreshes, printed against EVALSHA, echo and the two combined.
+throughput_out=$("$bin/token-bench" throughput "${target[@]}" --concurrency 64 \
+  --duration "$duration" --echo-duration "$duration" --ceiling-per-s "$ceiling")
+echo "$throughput_out"
+throughput_line=$(grep '^bench throughput:' <<<"$throughput_out")
 grpc_per_s=$(sed -n 's/.*refresh_per_s=\([0-9.]*\).*/\1/p' <<<"$throughput_line")
 
 # The same refreshes over HTTP: token-gateway in front of the same token-server, wrk with 64

@@ -109,9 +109,25 @@ impl CpuMeter {
         }
     }
 
+    fn used(&self) -> Option<f64> {
+        Some(self.pid.and_then(cpu_seconds)? - self.start?)
+    }
+
     pub fn summary(&self) -> String {
-        match (self.pid.and_then(cpu_seconds), self.start) {
-            (Some(end), Some(start)) => format!(" {}_cpu_s={:.2}", self.name, end - start),
+        self.used()
+            .map(|used| format!(" {}_cpu_s={used:.2}", self.name))
+            .unwrap_or_default()
+    }
+
+    /// ` name_cpu_us_per_<call>=..`: CPU microseconds per call (empty without a pid or calls).
+    /// /proc counts in 10 ms ticks, so over a 10 s run at 10,000 calls/s this is within 0.1 us.
+    pub fn per_call(&self, call: &str, calls: u64) -> String {
+        match self.used() {
+            Some(used) if calls > 0 => format!(
+                " {}_cpu_us_per_{call}={:.1}",
+                self.name,
+                used * 1e6 / calls as f64
+            ),
             _ => String::new(),
         }
     }

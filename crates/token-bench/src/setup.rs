@@ -26,15 +26,24 @@ pub async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
 }
 
 /// `count` HTTP/2 connections; callers are spread over them as services share channels.
+pub async fn channels(endpoint: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        channels.push(channel(endpoint).await?);
+    }
+    Ok(channels)
+}
+
+/// A token-service client on each of `count` HTTP/2 connections.
 pub async fn clients(
     endpoint: &str,
     count: usize,
 ) -> anyhow::Result<Vec<TokenServiceClient<Channel>>> {
-    let mut clients = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
-        clients.push(TokenServiceClient::new(channel(endpoint).await?));
-    }
-    Ok(clients)
+    Ok(channels(endpoint, count)
+        .await?
+        .into_iter()
+        .map(TokenServiceClient::new)
+        .collect())
 }
 
 /// Polls grpc.health.v1 until the token service reports SERVING.

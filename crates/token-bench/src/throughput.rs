@@ -1,12 +1,21 @@
 //! Throughput: C concurrent callers, each refreshing its own families' chains with the newest
 //! token, for a fixed time after a warm-up. `--introspect-share` mixes in introspection of the
 //! current access token (1.0: introspection only).
+//!
+//! `--echo-duration` first measures the gRPC ceiling of this very server: the same callers on
+//! the same channels calling `grpc.health.v1.Health/Check`, a no-op unary RPC through the same
+//! server stack. A refresh needs one such RPC plus one EVALSHA on the same cores, so with the
+//! EVALSHA ceiling `e` and the echo ceiling `r` the combined ceiling is `1 / (1/e + 1/r)`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use token_proto::v1 as pb;
+use token_proto::v1::token_service_client::TokenServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::Target;
 use crate::report::{CpuMeter, Errors, Latencies, peak_rss_mib};
@@ -35,6 +44,9 @@ pub struct Options {
     /// The same-run EVALSHA ceiling, to print the ratio against.
     #[arg(long)]
     pub ceiling_per_s: Option<f64>,
+    /// Measure the echo ceiling (Health/Check) for this long first; 0 skips it.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub echo_duration: Duration,
 }
 
 /// What one caller measured.
@@ -45,7 +57,8 @@ struct Measured {
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let clients = setup::clients(&options.target.endpoint, options.channels).await?;
+    let channels = setup::channels(&options.target.endpoint, options.channels).await?;
+    let clients: Vec<_> = channels.iter().cloned().map(TokenServiceClient::new).collect();
     let bench_client = setup::register(
         setup::channel(&options.target.endpoint).await?,
         "revoke-family",
@@ -58,11 +71,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     for (i, pair) in pairs.into_iter().enumerate() {
         owned[i % concurrency].push(pair);
     }
-    let start = Instant::now();
-    let measure_from = start + options.warmup;
-    let deadline = measure_from + options.duration;
-    let server_cpu = CpuMeter::start("server", options.target.server_pid);
-    let redis_cpu = CpuMeter::start("redis", options.target.redis_pid);
+    let echo = if options.echo_duration.is_zero() {
+        None
+    } else {
+        Some(echo(&options, &channels, concurrency).await)
+    };
+    let (measure_from, deadline) = window(options.warmup, options.duration);
+    let cpu = WindowCpu::start(&options.target, measure_from);
     // Introspect every `every`-th call: a deterministic mix, the same on every run.
     let every =
         (options.introspect_share > 0.0).then(|| (1.0 / options.introspect_share).round() as u64);
@@ -91,7 +106,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         total.introspections.merge(&measured.introspections);
         total.errors.merge(&measured.errors);
     }
-    // CPU is read after the callers stop: it covers warm-up too, which is stated in the docs.
+    let (server_cpu, redis_cpu) = cpu.finish().await;
     let seconds = options.duration.as_secs_f64();
     let processes = format!(
         "{}{}{}",
@@ -120,14 +135,28 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 .ceiling_per_s
                 .map(|c| format!(" ceiling_per_s={c:.0} ratio={:.2}", refresh_per_s / c))
                 .unwrap_or_default();
+            let combined = match (options.ceiling_per_s, echo) {
+                (Some(evalsha), Some(echo)) => {
+                    let combined = 1.0 / (1.0 / evalsha + 1.0 / echo);
+                    format!(
+                        " echo_per_s={echo:.0} combined_ceiling_per_s={combined:.0} \
+                         ratio_to_combined={:.2}",
+                        refresh_per_s / combined
+                    )
+                }
+                (None, Some(echo)) => format!(" echo_per_s={echo:.0}"),
+                _ => String::new(),
+            };
             println!(
-                "bench throughput: refresh_per_s={refresh_per_s:.0} {} {errors} {shape}{ceiling}{processes}",
+                "bench throughput: refresh_per_s={refresh_per_s:.0} {} {errors} {shape}{ceiling}{combined}{}{processes}",
                 total.refreshes.summary(),
+                server_cpu.per_call("refresh", total.refreshes.count()),
             );
         }
         (false, true) => println!(
-            "bench introspect: introspect_per_s={introspect_per_s:.0} {} {errors} {shape}{processes}",
+            "bench introspect: introspect_per_s={introspect_per_s:.0} {} {errors} {shape}{}{processes}",
             total.introspections.summary(),
+            server_cpu.per_call("introspection", total.introspections.count()),
         ),
         _ => {
             let mut all = Latencies::new();
@@ -144,10 +173,82 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The warm-up's end and the measured run's end, from now.
+fn window(warmup: Duration, duration: Duration) -> (Instant, Instant) {
+    let measure_from = Instant::now() + warmup;
+    (measure_from, measure_from + duration)
+}
+
+/// Server and Redis CPU over the measured window only (read when it opens, and after the
+/// callers stop), so that per-call figures are not diluted or inflated by the warm-up.
+struct WindowCpu(tokio::task::JoinHandle<(CpuMeter, CpuMeter)>);
+
+impl WindowCpu {
+    fn start(target: &Target, measure_from: Instant) -> Self {
+        let (server, redis) = (target.server_pid, target.redis_pid);
+        Self(tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            (
+                CpuMeter::start("server", server),
+                CpuMeter::start("redis", redis),
+            )
+        }))
+    }
+
+    async fn finish(self) -> (CpuMeter, CpuMeter) {
+        self.0.await.expect("the CPU reader does not panic")
+    }
+}
+
+/// The echo ceiling: Health/Check calls per second, the same callers on the same channels.
+/// Prints its own `bench echo:` line and returns the rate.
+async fn echo(options: &Options, channels: &[Channel], concurrency: usize) -> f64 {
+    let (measure_from, deadline) = window(options.warmup, options.echo_duration);
+    let cpu = WindowCpu::start(&options.target, measure_from);
+    let callers = (0..concurrency).map(|i| {
+        let mut health = HealthClient::new(channels[i % channels.len()].clone());
+        tokio::spawn(async move {
+            let mut measured = (Latencies::new(), Errors::default());
+            loop {
+                let began = Instant::now();
+                if began >= deadline {
+                    return measured;
+                }
+                let result = health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await;
+                if began >= measure_from {
+                    match result {
+                        Ok(_) => measured.0.record(began.elapsed()),
+                        Err(status) => measured.1.record(&status),
+                    }
+                }
+            }
+        })
+    });
+    let (mut latencies, mut errors) = (Latencies::new(), Errors::default());
+    for joined in futures::future::join_all(callers).await {
+        let (l, e) = joined.expect("an echo caller does not panic");
+        latencies.merge(&l);
+        errors.merge(&e);
+    }
+    let (server_cpu, _) = cpu.finish().await;
+    let per_s = latencies.count() as f64 / options.echo_duration.as_secs_f64();
+    println!(
+        "bench echo: echo_per_s={per_s:.0} {} {} concurrency={concurrency} channels={}{}{}",
+        latencies.summary(),
+        errors.summary(),
+        channels.len(),
+        server_cpu.per_call("echo", latencies.count()),
+        server_cpu.summary(),
+    );
+    per_s
+}
+
 async fn caller(
-    mut tokens: token_proto::v1::token_service_client::TokenServiceClient<
-        tonic::transport::Channel,
-    >,
+    mut tokens: TokenServiceClient<Channel>,
     client: Arc<BenchClient>,
     mut families: Vec<pb::TokenPair>,
     introspect_every: Option<u64>,

@@ -97,6 +97,10 @@ async fn every_mode_prints_its_line_without_errors() {
                 "16",
                 "--concurrency",
                 "4",
+                "--echo-duration",
+                "1s",
+                "--ceiling-per-s",
+                "1000",
             ],
         ),
         "throughput",
@@ -104,6 +108,9 @@ async fn every_mode_prints_its_line_without_errors() {
     .await
     .unwrap();
     assert!(throughput.contains(" errors=0 "), "{throughput}");
+    for figure in ["echo_per_s=", "combined_ceiling_per_s=", "ratio_to_combined="] {
+        assert!(throughput.contains(figure), "no {figure} in {throughput}");
+    }
 
     let mixed = run(
         with(
