@@ -95,20 +95,27 @@ mod tests {
 
     #[test]
     fn every_method_has_the_access_the_contract_gives_it() {
-        let got: Vec<(String, Access)> = methods()
-            .into_iter()
-            .map(|m| (m.path, m.access))
-            .collect();
+        let got: Vec<(String, Access)> =
+            methods().into_iter().map(|m| (m.path, m.access)).collect();
         let want = [
             ("/tokens.v1.TokenService/IssueTokenPair", Access::Operator),
             ("/tokens.v1.TokenService/RefreshTokenPair", Access::Public),
             ("/tokens.v1.TokenService/RevokeToken", Access::Public),
             ("/tokens.v1.TokenService/IntrospectToken", Access::Public),
-            ("/tokens.v1.TokenService/ListRefreshEvents", Access::Operator),
-            ("/tokens.v1.TokenService/SummarizeRefreshEvents", Access::Operator),
+            (
+                "/tokens.v1.TokenService/ListRefreshEvents",
+                Access::Operator,
+            ),
+            (
+                "/tokens.v1.TokenService/SummarizeRefreshEvents",
+                Access::Operator,
+            ),
             ("/tokens.v1.ClientRegistry/CreateClient", Access::Operator),
             ("/tokens.v1.ClientRegistry/GetClient", Access::Operator),
-            ("/tokens.v1.ClientRegistry/RotateClientSecret", Access::Operator),
+            (
+                "/tokens.v1.ClientRegistry/RotateClientSecret",
+                Access::Operator,
+            ),
             ("/tokens.v1.ClientRegistry/DeleteClient", Access::Operator),
         ]
         .map(|(path, access)| (path.to_owned(), access));

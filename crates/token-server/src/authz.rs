@@ -407,16 +407,31 @@ mod tests {
     #[test]
     fn operator_rpcs_are_exactly_the_minting_and_audit_ones() {
         for (path, want) in [
-            ("/tokens.v1.TokenService/IssueTokenPair", Some("IssueTokenPair")),
-            ("/tokens.v1.TokenService/ListRefreshEvents", Some("ListRefreshEvents")),
+            (
+                "/tokens.v1.TokenService/IssueTokenPair",
+                Some("IssueTokenPair"),
+            ),
+            (
+                "/tokens.v1.TokenService/ListRefreshEvents",
+                Some("ListRefreshEvents"),
+            ),
             (
                 "/tokens.v1.TokenService/SummarizeRefreshEvents",
                 Some("SummarizeRefreshEvents"),
             ),
-            ("/tokens.v1.ClientRegistry/CreateClient", Some("CreateClient")),
+            (
+                "/tokens.v1.ClientRegistry/CreateClient",
+                Some("CreateClient"),
+            ),
             ("/tokens.v1.ClientRegistry/GetClient", Some("GetClient")),
-            ("/tokens.v1.ClientRegistry/RotateClientSecret", Some("RotateClientSecret")),
-            ("/tokens.v1.ClientRegistry/DeleteClient", Some("DeleteClient")),
+            (
+                "/tokens.v1.ClientRegistry/RotateClientSecret",
+                Some("RotateClientSecret"),
+            ),
+            (
+                "/tokens.v1.ClientRegistry/DeleteClient",
+                Some("DeleteClient"),
+            ),
             // Deny by default: what the contract does not mark public.
             ("/tokens.v1.ClientRegistry/SomethingNew", Some(UNLISTED)),
             ("/tokens.v1.TokenService/SomethingNew", Some(UNLISTED)),
@@ -425,7 +440,10 @@ mod tests {
             ("/tokens.v1.TokenService/RevokeToken", None),
             ("/tokens.v1.TokenService/IntrospectToken", None),
             ("/grpc.health.v1.Health/Check", None),
-            ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", None),
+            (
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                None,
+            ),
             (
                 "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
                 None,

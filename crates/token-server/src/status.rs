@@ -112,7 +112,11 @@ pub fn classify(err: &EdgeError) -> (Code, ErrorReason, &'static str) {
         }
     };
     match err {
-        Error::Malformed { .. } => (Code::InvalidArgument, R::MalformedRequest, "invalid_request"),
+        Error::Malformed { .. } => (
+            Code::InvalidArgument,
+            R::MalformedRequest,
+            "invalid_request",
+        ),
         Error::TokenInvalid => (Code::Unauthenticated, R::TokenInvalid, "invalid_grant"),
         Error::InvalidClient => (Code::Unauthenticated, R::InvalidClient, "invalid_client"),
         Error::ClientMismatch => (Code::Unauthenticated, R::ClientMismatch, "invalid_grant"),
@@ -137,11 +141,7 @@ pub fn classify(err: &EdgeError) -> (Code, ErrorReason, &'static str) {
         ),
         Error::ClientExists(_) => (Code::AlreadyExists, R::ClientExists, "invalid_request"),
         Error::ClientNotFound(_) => (Code::NotFound, R::ClientNotFound, "invalid_request"),
-        Error::PublicClient(_) => (
-            Code::FailedPrecondition,
-            R::PublicClient,
-            "invalid_request",
-        ),
+        Error::PublicClient(_) => (Code::FailedPrecondition, R::PublicClient, "invalid_request"),
         Error::Internal(_) => (Code::Internal, R::Internal, "server_error"),
     }
 }
@@ -169,7 +169,8 @@ mod tests {
 
     #[test]
     fn unavailable_carries_retry_info_and_internal_hides_detail() {
-        let status = to_status(&Error::StoreUnavailable(StoreError::Unavailable("x".into())).into());
+        let status =
+            to_status(&Error::StoreUnavailable(StoreError::Unavailable("x".into())).into());
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.get_details_retry_info().is_some());
         let status = to_status(&Error::StoreFull(StoreError::Full("OOM".into())).into());
