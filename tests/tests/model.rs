@@ -119,7 +119,9 @@ enum Outcome {
 }
 
 fn reason(err: &Error) -> &'static str {
-    token_server::status::classify(err).1
+    token_server::status::classify(&err.clone().into())
+        .1
+        .as_str_name()
 }
 
 struct Case {

@@ -1,6 +1,6 @@
 //! Locked down: TLS and mutual TLS on the gRPC port (certificates from files, reloaded when
-//! they change), the operator policy that keeps `ClientRegistry`, `IssueTokenPair`,
-//! `ListRefreshEvents` and `SummarizeRefreshEvents` to named callers, and grpcurl over mTLS.
+//! they change), the operator policy that keeps every method tokens.proto does not mark public
+//! to named callers, and grpcurl over mTLS.
 //!
 //! Certificates come from throwaway CAs made per test (`test_support::pki`).
 
@@ -13,6 +13,7 @@ use deadpool_redis::redis;
 use e2e::{RedisServer, ServerOptions, TestClient, TestServer, refresh_request};
 use test_support::pki::{PemIdentity, TestCa};
 use token_proto::v1 as pb;
+use token_proto::v1::Access;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
 use token_server::authz::OperatorPolicy;
@@ -524,6 +525,51 @@ async fn without_mtls_operators_present_a_bearer_credential() {
     assert_eq!(snapshot(&redis.url()).await, before);
 
     public_rpcs_work(channel, &client, &pair).await;
+    server.stop().await;
+}
+
+/// Every method of every service in the contract's descriptors, called over a socket by a
+/// caller the policy does not name: those marked public reach their handler, every other one
+/// is refused, so a new RPC is operator-only until tokens.proto marks it public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_of_the_contract_is_public_or_refused_to_an_unnamed_caller() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(
+        &redis.url(),
+        ServerOptions {
+            operators: e2e::bearer_policy("someone-else-entirely"),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let channel = server.channel().await;
+    let methods = token_proto::access::methods();
+    for service in ["TokenService", "ClientRegistry"] {
+        let prefix = format!("/tokens.v1.{service}/");
+        assert!(
+            methods.iter().any(|m| m.path.starts_with(&prefix)),
+            "no method of {service} in the descriptors"
+        );
+    }
+    for method in methods {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        // An empty message: enough to tell the gate's refusal from a handler's answer.
+        let result = grpc
+            .unary(
+                tonic::Request::new(()),
+                method.path.parse().unwrap(),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await;
+        if method.access == Access::Public {
+            if let Err(status) = result {
+                assert_ne!(status.code(), Code::PermissionDenied, "{}", method.path);
+            }
+        } else {
+            assert_refused(result, &method.path);
+        }
+    }
     server.stop().await;
 }
 

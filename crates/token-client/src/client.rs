@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::retry;
-use crate::single_flight::SingleFlight;
+use crate::single_flight::DetachedFlight;
 use crate::trace_context;
 
 /// A `tokens.v1.TokenService` client with per-attempt deadlines, retries with exponential
@@ -33,7 +33,7 @@ use crate::trace_context;
 #[derive(Clone)]
 pub struct TokenClient {
     caller: Caller,
-    refreshes: Arc<SingleFlight<RefreshKey, Result<pb::TokenPair, Error>>>,
+    refreshes: Arc<DetachedFlight<RefreshKey, Result<pb::TokenPair, Error>>>,
 }
 
 /// Everything that decides a refresh's result: calls equal in all of it are one refresh. Kept
@@ -75,7 +75,7 @@ impl TokenClient {
                 config,
                 rpcs_sent: Arc::new(watch::Sender::new(0)),
             },
-            refreshes: Arc::new(SingleFlight::new()),
+            refreshes: Arc::new(DetachedFlight::new()),
         }
     }
 
@@ -116,7 +116,7 @@ impl TokenClient {
             })
     }
 
-    /// `RefreshTokenPair`, single-flight: while a refresh with the same `client_id`,
+    /// `RefreshTokenPair`, single-flight (a `DetachedFlight`): while a refresh with the same `client_id`,
     /// `client_secret`, `refresh_token` and `scopes` is in flight on this client (or a clone),
     /// this call sends nothing and gets that refresh's result, success or error, including its
     /// retries. Each caller still gets its own copy of the result.

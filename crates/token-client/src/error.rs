@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use token_proto::v1::ErrorReason;
 use tonic::{Code, Status};
 use tonic_types::{ErrorInfo, StatusExt as _};
 
@@ -51,6 +52,12 @@ impl Error {
     /// `STORE_UNAVAILABLE`, ...), when the server sent one.
     pub fn reason(&self) -> Option<&str> {
         self.info.as_ref().map(|info| info.reason.as_str())
+    }
+
+    /// [`reason`](Error::reason) as the contract's [`ErrorReason`], for matching. `None` also
+    /// for a reason this SDK's copy of the contract does not name.
+    pub fn error_reason(&self) -> Option<ErrorReason> {
+        self.reason().and_then(ErrorReason::from_str_name)
     }
 
     /// The whole decoded `google.rpc.ErrorInfo`, including its metadata (`oauth_error`, and

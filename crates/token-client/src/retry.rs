@@ -5,18 +5,18 @@ use std::error::Error as StdError;
 use std::time::Duration;
 
 use rand::Rng;
+use token_proto::v1::ErrorReason;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 use crate::config::ClientConfig;
 
-/// The `ErrorInfo.reason` of a `RESOURCE_EXHAUSTED` that is worth retrying: the server shed
-/// load. `RATE_LIMITED` is not retried: the caller is over its own budget and retrying at once
-/// only spends more of it.
-pub const OVERLOADED: &str = "OVERLOADED";
-/// `RESOURCE_EXHAUSTED` because Redis is at its memory high-water mark: nothing was written,
-/// so the same request may be sent again after the server's `RetryInfo` delay.
-pub const STORE_FULL: &str = "STORE_FULL";
+/// The `ErrorInfo.reason`s of a `RESOURCE_EXHAUSTED` worth retrying: `OVERLOADED` (the server
+/// shed load) and `STORE_FULL` (Redis is at its memory high-water mark: nothing was written, so
+/// the same request may be sent again after the server's `RetryInfo` delay). `RATE_LIMITED` is
+/// not retried: the caller is over its own budget and retrying at once only spends more of it.
+pub const RETRYABLE_EXHAUSTION: [ErrorReason; 2] =
+    [ErrorReason::Overloaded, ErrorReason::StoreFull];
 
 /// Whether a failed attempt may be tried again: `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
 /// `RESOURCE_EXHAUSTED` with reason `OVERLOADED` or `STORE_FULL`, and transport failures (a status the client
@@ -28,7 +28,8 @@ pub fn is_retryable(status: &Status) -> bool {
             Code::Unavailable | Code::DeadlineExceeded => true,
             Code::ResourceExhausted => status
                 .get_details_error_info()
-                .is_some_and(|info| info.reason == OVERLOADED || info.reason == STORE_FULL),
+                .and_then(|info| ErrorReason::from_str_name(&info.reason))
+                .is_some_and(|reason| RETRYABLE_EXHAUSTION.contains(&reason)),
             _ => false,
         }
 }
@@ -135,7 +136,7 @@ mod tests {
     fn retries_only_transient_statuses() {
         assert!(is_retryable(&with_reason(
             Code::ResourceExhausted,
-            STORE_FULL,
+            "STORE_FULL",
             Some(Duration::from_secs(1))
         )));
         assert!(is_retryable(&with_reason(

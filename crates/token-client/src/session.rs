@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use token_proto::v1 as pb;
-use token_proto::v1::TokenPair;
+use token_proto::v1::{ErrorReason, TokenPair};
 
 use crate::client::TokenClient;
 use crate::error::Error;
@@ -232,7 +232,12 @@ impl<S: PairStore> Session<S> {
                 },
                 Err(source) => Err(SessionError::Save { pair: new, source }),
             },
-            Err(err) if matches!(err.reason(), Some("TOKEN_REUSED" | "TOKEN_REVOKED")) => {
+            Err(err)
+                if matches!(
+                    err.error_reason(),
+                    Some(ErrorReason::TokenReused | ErrorReason::TokenRevoked)
+                ) =>
+            {
                 let saved = self.store.load().await.map_err(SessionError::Load)?;
                 match saved {
                     Some(saved) if !same(&saved, &used) && !proven_dead(&err, &used, &saved) => {
@@ -256,8 +261,8 @@ fn proven_dead(err: &Error, used: &TokenPair, saved: &TokenPair) -> bool {
     if saved.family_id != used.family_id {
         return false;
     }
-    match err.reason() {
-        Some("TOKEN_REUSED") => err.metadata("family_revoked") != Some("false"),
+    match err.error_reason() {
+        Some(ErrorReason::TokenReused) => err.metadata("family_revoked") != Some("false"),
         _ => true,
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! The work is a [`Shared`] future: whichever waiter polls drives it, so cancelling the caller
 //! that started it does not cancel it while others still wait. It is dropped (cancelled) only
-//! when its last waiter goes away.
+//! when its last waiter goes away. Hence [`DetachedFlight`]: the work is detached from the
+//! caller that started it (unlike the server's `TakeoverFlight`, where a waiter restarts it).
 //!
 //! An entry lives in the map from the first join until the work has a result (later callers
 //! then start a new flight, which sees the server's current state) or its last waiter is
@@ -17,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 
-pub(crate) struct SingleFlight<K, V> {
+/// Identical calls share one `'static` future, which carries on when its starter is cancelled.
+pub(crate) struct DetachedFlight<K, V> {
     flights: Mutex<Flights<K, V>>,
 }
 
@@ -33,7 +35,7 @@ struct Flight<V> {
     waiters: usize,
 }
 
-impl<K, V> SingleFlight<K, V>
+impl<K, V> DetachedFlight<K, V>
 where
     K: Eq + Hash + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
@@ -99,7 +101,7 @@ where
 
 /// One caller's membership of a flight; leaving (with a result, or cancelled) updates the map.
 struct Waiter<K: Eq + Hash, V> {
-    flights: Arc<SingleFlight<K, V>>,
+    flights: Arc<DetachedFlight<K, V>>,
     key: K,
     id: u64,
 }
@@ -137,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn joined_callers_share_one_run_and_the_entry_goes_when_done() {
-        let flights = Arc::new(SingleFlight::<&str, u32>::new());
+        let flights = Arc::new(DetachedFlight::<&str, u32>::new());
         let runs = Arc::new(AtomicUsize::new(0));
         let (release, released) = oneshot::channel::<u32>();
         let start = {
@@ -161,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancelling_the_starter_does_not_cancel_the_others() {
-        let flights = Arc::new(SingleFlight::<&str, u32>::new());
+        let flights = Arc::new(DetachedFlight::<&str, u32>::new());
         let (release, released) = oneshot::channel::<u32>();
         let (started_tx, started) = oneshot::channel::<()>();
         let starter = tokio::spawn(flights.join("k", move || {
@@ -182,7 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_waiter_leaving_removes_the_entry_and_cancels_the_work() {
-        let flights = Arc::new(SingleFlight::<&str, u32>::new());
+        let flights = Arc::new(DetachedFlight::<&str, u32>::new());
         let (dropped_tx, dropped) = oneshot::channel::<()>();
         struct OnDrop(Option<oneshot::Sender<()>>);
         impl Drop for OnDrop {

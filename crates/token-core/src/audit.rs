@@ -81,12 +81,10 @@ impl RefreshOutcome {
             | Error::InvalidScope(_)
             | Error::ClientExists(_)
             | Error::ClientNotFound(_)
-            | Error::PublicClient(_)
-            | Error::NotAuthorized(_) => RefreshOutcome::Rejected,
-            Error::StoreUnavailable(_)
-            | Error::StoreFull(_)
-            | Error::Overloaded
-            | Error::Internal(_) => RefreshOutcome::Unavailable,
+            | Error::PublicClient(_) => RefreshOutcome::Rejected,
+            Error::StoreUnavailable(_) | Error::StoreFull(_) | Error::Internal(_) => {
+                RefreshOutcome::Unavailable
+            }
         }
     }
 

@@ -1,5 +1,7 @@
 //! The one error type of the domain. Each variant is a distinct, documented outcome; the
-//! server turns it into a gRPC status with an `ErrorInfo` reason in exactly one place.
+//! server wraps it in its own error (with the refusals only the edge makes: overload, the
+//! operator gate) and turns that into a gRPC status with an `ErrorInfo` reason in exactly one
+//! place.
 
 /// Why a use case refused or failed. Messages never contain a token, secret or MAC. Clone,
 /// so that coalesced callers can each receive the result of one shared call.
@@ -53,14 +55,6 @@ pub enum Error {
     #[error("the token store is at its memory high-water mark; retry later")]
     StoreFull(#[source] StoreError),
 
-    /// The instance is at its concurrency limit; retry shortly (with RetryInfo).
-    #[error("the service is overloaded; retry shortly")]
-    Overloaded,
-
-    /// An operator RPC from a caller the operator policy does not name.
-    #[error("{0} is an operator RPC and this caller is not in the operator policy")]
-    NotAuthorized(&'static str),
-
     /// Too many failed authentications for this client; retry after the given time.
     #[error("too many failed client authentications; retry later")]
     RateLimited { retry_after: std::time::Duration },
@@ -84,7 +78,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// The `ErrorInfo.reason` of this error (DESIGN.md, the reasons table).
+    /// The name the audit records for this error: the `ErrorInfo.reason` the server sends for
+    /// it (tokens.proto's `ErrorReason`, which this crate cannot depend on; the server's
+    /// status tests hold the two equal).
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Malformed { .. } => "MALFORMED_REQUEST",
@@ -97,9 +93,7 @@ impl Error {
             Error::InvalidScope(_) => "INVALID_SCOPE",
             Error::StoreUnavailable(_) => "STORE_UNAVAILABLE",
             Error::StoreFull(_) => "STORE_FULL",
-            Error::Overloaded => "OVERLOADED",
             Error::RateLimited { .. } => "RATE_LIMITED",
-            Error::NotAuthorized(_) => "CALLER_NOT_AUTHORIZED",
             Error::ClientExists(_) => "CLIENT_EXISTS",
             Error::ClientNotFound(_) => "CLIENT_NOT_FOUND",
             Error::PublicClient(_) => "PUBLIC_CLIENT",

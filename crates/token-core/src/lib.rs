@@ -13,7 +13,7 @@
 //! - [`validate`]: size and shape limits for every request field.
 //! - [`store`]: the [`Store`] trait and the family state it returns.
 //! - [`service`]: the use cases (issue, refresh, revoke, introspect, client registry).
-//! - [`single_flight`]: identical in-flight refreshes share one store call.
+//! - [`single_flight`]: identical in-flight refreshes share one store call ([`single_flight::TakeoverFlight`]).
 //! - [`clock`]: the one clock every decision reads.
 //! - [`error`]: the one error enum; the server maps it to gRPC statuses.
 

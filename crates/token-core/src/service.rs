@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::keyring::Keyring;
 use crate::scope::Scopes;
-use crate::single_flight::SingleFlight;
+use crate::single_flight::TakeoverFlight;
 use crate::store::{
     Current, FamilyStatus, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest, Rotation, Store,
 };
@@ -145,7 +145,7 @@ pub struct TokenService<S> {
     /// Off (TTL zero) unless [`TokenService::with_client_cache`] turns it on.
     clients: ClientCache,
     /// Identical refreshes in flight on this instance share one rotation.
-    refreshes: SingleFlight<RefreshKey, RefreshAttempt>,
+    refreshes: TakeoverFlight<RefreshKey, RefreshAttempt>,
     failed_authentications: AuthThrottle,
     /// Told every refresh outcome (metrics, audit); none unless set.
     observer: Option<Arc<dyn RefreshObserver>>,
@@ -190,7 +190,7 @@ impl<S: Store> TokenService<S> {
             clock,
             lifetimes,
             clients: ClientCache::new(Duration::ZERO),
-            refreshes: SingleFlight::default(),
+            refreshes: TakeoverFlight::default(),
             failed_authentications: AuthThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURE_REFILL),
             observer: None,
         }

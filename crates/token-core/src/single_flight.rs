@@ -3,7 +3,9 @@
 //! refreshes on one instance thus costs one Redis rotation, not N round trips.
 //!
 //! If the running call is cancelled (its client went away), one of the waiting calls takes
-//! over, so nobody is left waiting for a result that will never come.
+//! over and runs its own work, so nobody is left waiting for a result that will never come.
+//! Hence [`TakeoverFlight`]: the work runs inside the leading caller's future and may borrow
+//! from it (the SDK's `DetachedFlight` instead shares one `'static` future that carries on).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,13 +14,15 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-pub struct SingleFlight<K, V> {
+/// Identical calls share one run of the work; a cancelled leader's work is taken over by a
+/// waiter, which runs its own.
+pub struct TakeoverFlight<K, V> {
     /// Calls in flight by key. An entry lives from the first call until the last caller of
     /// that flight has its result (or gave up).
     flights: Mutex<HashMap<K, Arc<OnceCell<V>>>>,
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> Default for SingleFlight<K, V> {
+impl<K: Eq + Hash + Clone, V: Clone> Default for TakeoverFlight<K, V> {
     fn default() -> Self {
         Self {
             flights: Mutex::new(HashMap::new()),
@@ -26,7 +30,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Default for SingleFlight<K, V> {
     }
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
+impl<K: Eq + Hash + Clone, V: Clone> TakeoverFlight<K, V> {
     /// Runs `work`, unless a call with the same key is already running, in which case waits
     /// for that call's value. Returns the value and whether this call did the work.
     pub async fn run<F, Fut>(&self, key: K, work: F) -> (V, bool)
@@ -72,7 +76,7 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
 /// Removes the flight's entry once it has a value (later calls start a new flight and see the
 /// store's current state) or when its last caller leaves without one (cancelled).
 struct Leave<'a, K: Eq + Hash + Clone, V: Clone> {
-    flights: &'a SingleFlight<K, V>,
+    flights: &'a TakeoverFlight<K, V>,
     key: K,
     cell: Arc<OnceCell<V>>,
 }
@@ -99,13 +103,13 @@ mod tests {
 
     /// How many handles on the flight for `key` exist: the map's, plus one per caller that has
     /// joined it. Zero when there is no flight.
-    fn holders(flights: &SingleFlight<&'static str, u32>, key: &str) -> usize {
+    fn holders(flights: &TakeoverFlight<&'static str, u32>, key: &str) -> usize {
         flights.lock().get(key).map_or(0, Arc::strong_count)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn identical_calls_share_one_run() {
-        let flights = Arc::new(SingleFlight::<&str, u32>::default());
+        let flights = Arc::new(TakeoverFlight::<&str, u32>::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let (started_tx, started) = oneshot::channel::<()>();
         let (release, released) = oneshot::channel::<()>();
@@ -149,7 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_lone_call_leaves_no_entry() {
-        let flights = SingleFlight::<&str, u32>::default();
+        let flights = TakeoverFlight::<&str, u32>::default();
         let never = flights.run("k", std::future::pending::<u32>);
         assert!(
             tokio::time::timeout(Duration::from_millis(1), never)

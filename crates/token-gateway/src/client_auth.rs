@@ -23,6 +23,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use token_client::pb::ErrorReason;
 
 use crate::error::Error;
 use crate::form::{self, DecodeError, Form};
@@ -132,8 +133,8 @@ impl Method {
     /// `Authorization` header: a failed authentication through the header is 401 (RFC 6749
     /// section 5.2), whatever the service's rule was (its client id alphabet, say).
     pub fn refusal(self, err: token_client::Error) -> Error {
-        let about_credentials =
-            self == Method::Basic && malformed_credentials(err.reason(), err.status().message());
+        let about_credentials = self == Method::Basic
+            && malformed_credentials(err.error_reason(), err.status().message());
         match Error::from(err) {
             Error::InvalidRequest(text) if about_credentials => Error::InvalidClient(text),
             other => other,
@@ -143,8 +144,8 @@ impl Method {
 
 /// Whether a status with this `ErrorInfo.reason` and message is the token service's
 /// `MALFORMED_REQUEST` about a client credential (its messages are `<field>: <problem>`).
-fn malformed_credentials(reason: Option<&str>, message: &str) -> bool {
-    reason == Some("MALFORMED_REQUEST")
+fn malformed_credentials(reason: Option<ErrorReason>, message: &str) -> bool {
+    reason == Some(ErrorReason::MalformedRequest)
         && [CLIENT_ID, CLIENT_SECRET].iter().any(|field| {
             message
                 .strip_prefix(field)
@@ -692,32 +693,32 @@ mod tests {
     fn only_the_services_malformed_credentials_become_invalid_client() {
         let cases = [
             (
-                Some("MALFORMED_REQUEST"),
+                Some(ErrorReason::MalformedRequest),
                 "client_id: may contain only letters",
                 true,
             ),
             (
-                Some("MALFORMED_REQUEST"),
+                Some(ErrorReason::MalformedRequest),
                 "client_secret: contains control characters",
                 true,
             ),
             (
-                Some("MALFORMED_REQUEST"),
+                Some(ErrorReason::MalformedRequest),
                 "client_secret: is 300 bytes, the limit is 256",
                 true,
             ),
             (
-                Some("MALFORMED_REQUEST"),
+                Some(ErrorReason::MalformedRequest),
                 "refresh_token: is required",
                 false,
             ),
             (
-                Some("MALFORMED_REQUEST"),
+                Some(ErrorReason::MalformedRequest),
                 "token: contains control characters",
                 false,
             ),
-            (Some("MALFORMED_REQUEST"), "client_ids: x", false),
-            (Some("INVALID_SCOPE"), "client_id: x", false),
+            (Some(ErrorReason::MalformedRequest), "client_ids: x", false),
+            (Some(ErrorReason::InvalidScope), "client_id: x", false),
             (None, "client_id: x", false),
         ];
         for (reason, message, expected) in cases {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use token_client::pb::ErrorReason;
 
 use crate::response::oauth_json;
 
@@ -128,7 +129,7 @@ impl From<token_client::Error> for Error {
             Some("invalid_scope") => Error::InvalidScope(said()),
             Some("temporarily_unavailable") => {
                 let retry_after = err.retry_delay().unwrap_or(DEFAULT_RETRY_AFTER);
-                if err.reason() == Some("RATE_LIMITED") {
+                if err.error_reason() == Some(ErrorReason::RateLimited) {
                     Error::RateLimited { retry_after }
                 } else {
                     Error::Unavailable {

@@ -3,6 +3,9 @@
 //! # Layout
 //! - [`v1`]: messages, `token_service_{client,server}` and `client_registry_{client,server}`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors served by gRPC reflection.
+//! - [`access`]: each method's `(tokens.v1.access)` option, read from those descriptors.
+
+pub mod access;
 
 /// The `tokens.v1` package.
 pub mod v1 {

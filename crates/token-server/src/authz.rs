@@ -1,8 +1,8 @@
-//! Who may call the operator RPCs: `ClientRegistry` (all of it), `IssueTokenPair`,
-//! `ListRefreshEvents` and `SummarizeRefreshEvents` mint sessions or read the audit, so only
-//! callers named in the operator policy get them. `RefreshTokenPair`, `RevokeToken`,
-//! `IntrospectToken`, health and reflection stay open to whoever reaches the port (the first
-//! three authenticate the OAuth client themselves).
+//! Who may call the operator RPCs: the methods that mint sessions, manage clients or read the
+//! audit, so only callers named in the operator policy get them. tokens.proto marks each
+//! method `(access) = ACCESS_PUBLIC` or `ACCESS_OPERATOR`; a method of the package without
+//! ACCESS_PUBLIC is an operator RPC (deny by default). The public ones (they authenticate the
+//! OAuth client themselves), health and reflection stay open to whoever reaches the port.
 //!
 //! A caller is named by its mTLS client certificate (a URI SAN such as a SPIFFE ID, or a DNS
 //! SAN; the certificate was already verified against the CA bundle during the handshake) or,
@@ -24,49 +24,62 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready, ready};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
+use token_proto::v1::Access;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
-/// The operator RPCs, by gRPC path.
-const OPERATOR_RPCS: &[(&str, &str)] = &[
-    ("/tokens.v1.TokenService/IssueTokenPair", "IssueTokenPair"),
-    (
-        "/tokens.v1.TokenService/ListRefreshEvents",
-        "ListRefreshEvents",
-    ),
-    (
-        "/tokens.v1.TokenService/SummarizeRefreshEvents",
-        "SummarizeRefreshEvents",
-    ),
-    ("/tokens.v1.ClientRegistry/CreateClient", "CreateClient"),
-    ("/tokens.v1.ClientRegistry/GetClient", "GetClient"),
-    (
-        "/tokens.v1.ClientRegistry/RotateClientSecret",
-        "RotateClientSecret",
-    ),
-    ("/tokens.v1.ClientRegistry/DeleteClient", "DeleteClient"),
-];
+use crate::status::EdgeError;
 
-/// Any other method of this service is an operator RPC too (deny by default).
-const REGISTRY_PREFIX: &str = "/tokens.v1.ClientRegistry/";
+/// The methods of the contract, split by their `(tokens.v1.access)` option, read once.
+struct Rpcs {
+    /// gRPC paths of the methods marked public.
+    public: Vec<String>,
+    /// (gRPC path, name) of every other method of the package.
+    operator: Vec<(String, String)>,
+}
 
-/// The name of the operator RPC at `path`, or `None` for a public one.
+static RPCS: LazyLock<Rpcs> = LazyLock::new(|| {
+    let (public, operator) = token_proto::access::methods()
+        .into_iter()
+        .partition::<Vec<_>, _>(|m| m.access == Access::Public);
+    Rpcs {
+        public: public.into_iter().map(|m| m.path).collect(),
+        operator: operator.into_iter().map(|m| (m.path, m.name)).collect(),
+    }
+});
+
+/// The name given to a path of our package that the descriptors do not list.
+const UNLISTED: &str = "an unlisted tokens.v1 method";
+
+/// The name of the operator RPC at `path`, or `None` for a public one. Deny by default: a
+/// method of the contract's package is an operator RPC unless the contract marks it public.
 pub fn operator_rpc(path: &str) -> Option<&'static str> {
-    OPERATOR_RPCS
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map(|(_, name)| *name)
-        .or_else(|| {
-            path.starts_with(REGISTRY_PREFIX)
-                .then_some("ClientRegistry")
-        })
+    let rpcs = &*RPCS;
+    let ours = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(token_proto::access::PACKAGE))
+        .is_some_and(|rest| rest.starts_with('.'));
+    if !ours || rpcs.public.iter().any(|p| p == path) {
+        return None;
+    }
+    Some(
+        rpcs.operator
+            .iter()
+            .find(|(p, _)| p == path)
+            .map_or(UNLISTED, |(_, name)| name.as_str()),
+    )
+}
+
+/// The names of the operator RPCs, as the policy's `rpcs` takes them.
+pub fn operator_rpc_names() -> impl Iterator<Item = &'static str> {
+    RPCS.operator.iter().map(|(_, name)| name.as_str())
 }
 
 /// Why a policy file was refused. Never quotes a credential.
@@ -184,7 +197,7 @@ impl OperatorPolicy {
                             known_rpc(rpc).ok_or_else(|| {
                                 format!(
                                     "operator {name}: `{rpc}` is not an operator RPC (one of {})",
-                                    rpc_names().collect::<Vec<_>>().join(", ")
+                                    operator_rpc_names().collect::<Vec<_>>().join(", ")
                                 )
                             })
                         })
@@ -243,12 +256,8 @@ impl OperatorPolicy {
     }
 }
 
-fn rpc_names() -> impl Iterator<Item = &'static str> {
-    OPERATOR_RPCS.iter().map(|(_, name)| *name)
-}
-
 fn known_rpc(name: &str) -> Option<&'static str> {
-    rpc_names().find(|known| *known == name)
+    operator_rpc_names().find(|known| *known == name)
 }
 
 fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
@@ -376,7 +385,7 @@ where
                     rpc,
                     "operator RPC refused: caller not in the operator policy"
                 );
-                let status = crate::status::to_status(&token_core::Error::NotAuthorized(rpc));
+                let status = crate::status::to_status(&EdgeError::NotAuthorized(rpc));
                 Either::Right(ready(Ok(status.into_http())))
             }
         }
@@ -397,24 +406,64 @@ mod tests {
 
     #[test]
     fn operator_rpcs_are_exactly_the_minting_and_audit_ones() {
-        for path in [
-            "/tokens.v1.TokenService/IssueTokenPair",
-            "/tokens.v1.TokenService/ListRefreshEvents",
-            "/tokens.v1.TokenService/SummarizeRefreshEvents",
-            "/tokens.v1.ClientRegistry/CreateClient",
-            "/tokens.v1.ClientRegistry/SomethingNew",
+        for (path, want) in [
+            (
+                "/tokens.v1.TokenService/IssueTokenPair",
+                Some("IssueTokenPair"),
+            ),
+            (
+                "/tokens.v1.TokenService/ListRefreshEvents",
+                Some("ListRefreshEvents"),
+            ),
+            (
+                "/tokens.v1.TokenService/SummarizeRefreshEvents",
+                Some("SummarizeRefreshEvents"),
+            ),
+            (
+                "/tokens.v1.ClientRegistry/CreateClient",
+                Some("CreateClient"),
+            ),
+            ("/tokens.v1.ClientRegistry/GetClient", Some("GetClient")),
+            (
+                "/tokens.v1.ClientRegistry/RotateClientSecret",
+                Some("RotateClientSecret"),
+            ),
+            (
+                "/tokens.v1.ClientRegistry/DeleteClient",
+                Some("DeleteClient"),
+            ),
+            // Deny by default: what the contract does not mark public.
+            ("/tokens.v1.ClientRegistry/SomethingNew", Some(UNLISTED)),
+            ("/tokens.v1.TokenService/SomethingNew", Some(UNLISTED)),
+            ("/tokens.v1.Elsewhere/Anything", Some(UNLISTED)),
+            ("/tokens.v1.TokenService/RefreshTokenPair", None),
+            ("/tokens.v1.TokenService/RevokeToken", None),
+            ("/tokens.v1.TokenService/IntrospectToken", None),
+            ("/grpc.health.v1.Health/Check", None),
+            (
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                None,
+            ),
+            (
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                None,
+            ),
+            ("/tokens.v1x.Other/Method", None),
         ] {
-            assert!(operator_rpc(path).is_some(), "{path}");
+            assert_eq!(operator_rpc(path), want, "{path}");
         }
-        for path in [
-            "/tokens.v1.TokenService/RefreshTokenPair",
-            "/tokens.v1.TokenService/RevokeToken",
-            "/tokens.v1.TokenService/IntrospectToken",
-            "/grpc.health.v1.Health/Check",
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        ] {
-            assert_eq!(operator_rpc(path), None, "{path}");
-        }
+        assert_eq!(
+            operator_rpc_names().collect::<BTreeSet<_>>(),
+            BTreeSet::from([
+                "IssueTokenPair",
+                "ListRefreshEvents",
+                "SummarizeRefreshEvents",
+                "CreateClient",
+                "GetClient",
+                "RotateClientSecret",
+                "DeleteClient",
+            ])
+        );
     }
 
     #[test]

@@ -165,9 +165,9 @@ pub struct Config {
     #[arg(long, env = "TOKEN_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub tls_reload_interval: Duration,
 
-    /// TOML file naming the callers allowed the operator RPCs (ClientRegistry, IssueTokenPair,
-    /// ListRefreshEvents, SummarizeRefreshEvents) by mTLS SAN or bearer credential hash.
-    /// Without it, operator RPCs are refused to everyone.
+    /// TOML file naming the callers allowed the operator RPCs (every method tokens.proto does
+    /// not mark public) by mTLS SAN or bearer credential hash. Without it, operator RPCs are
+    /// refused to everyone.
     #[arg(long, env = "TOKEN_OPERATOR_POLICY")]
     pub operator_policy: Option<PathBuf>,
 

@@ -37,8 +37,10 @@ async fn main() -> anyhow::Result<()> {
     let mut app = App::from_config(&config)?;
     if config.operator_policy.is_none() {
         tracing::warn!(
-            "no --operator-policy: operator RPCs (ClientRegistry, IssueTokenPair, \
-             ListRefreshEvents, SummarizeRefreshEvents) are refused to every caller"
+            rpcs = %token_server::authz::operator_rpc_names()
+                .collect::<Vec<_>>()
+                .join(", "),
+            "no --operator-policy: the operator RPCs are refused to every caller"
         );
     }
     let listener = TcpListener::bind(config.listen)

@@ -16,7 +16,7 @@ use tonic::codegen::http;
 use tonic::server::NamedService;
 use tower::Service;
 
-use crate::status::to_status;
+use crate::status::{EdgeError, to_status};
 
 /// The permits shared by every limited service of one server.
 #[derive(Clone)]
@@ -67,7 +67,7 @@ where
                 })
             }
             Err(_) => {
-                let status = to_status(&token_core::Error::Overloaded);
+                let status = to_status(&EdgeError::Overloaded);
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }

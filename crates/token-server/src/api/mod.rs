@@ -11,20 +11,22 @@ pub use token_service::TokenServiceApi;
 use token_core::Error;
 use tonic::Status;
 
-use crate::status::{classify, to_status};
+use crate::status::{EdgeError, classify, to_status};
 
 /// Logs a refused or failed call: the reason and ids, never a token or secret.
 pub(crate) fn refused(rpc: &'static str, client_id: &str, err: Error) -> Status {
+    let err = EdgeError::Domain(err);
     let (code, reason, _) = classify(&err);
+    let reason = reason.as_str_name();
     tracing::Span::current().record("error.type", reason);
     match &err {
-        Error::Internal(detail) => {
+        EdgeError::Domain(Error::Internal(detail)) => {
             tracing::error!(rpc, client_id, reason, detail = %detail, "internal error");
         }
-        Error::StoreUnavailable(source) => {
+        EdgeError::Domain(Error::StoreUnavailable(source)) => {
             tracing::warn!(rpc, client_id, reason, error = %source, "store unavailable");
         }
-        Error::TokenReused { family_revoked } => {
+        EdgeError::Domain(Error::TokenReused { family_revoked }) => {
             tracing::warn!(
                 rpc,
                 client_id,
