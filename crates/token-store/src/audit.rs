@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter};
-use token_core::audit::{EventPage, EventQuery, EventSummary, RefreshEvent, SummaryQuery};
+use token_core::audit::{
+    AuditStore, EventPage, EventQuery, EventSummary, RefreshEvent, SummaryQuery,
+};
 use token_core::{Clock, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
@@ -131,9 +133,33 @@ impl AuditLog {
         }
     }
 
+    /// Events before this time are past retention, even where trimming has not caught up.
+    fn oldest_kept_ms(&self) -> u64 {
+        self.clock
+            .now_ms()
+            .saturating_sub(self.config.retention.as_millis() as u64)
+    }
+
+    async fn flush_briefly(&self) {
+        if tokio::time::timeout(self.store.timeout(), self.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("refresh audit not flushed in time; the answer may miss recent events");
+        }
+    }
+}
+
+/// The audit RPCs' reading, through the domain's trait. Each answer first flushes this
+/// instance's queue, so a reader sees its own instance's events.
+impl AuditStore for AuditLog {
+    fn retention(&self) -> Duration {
+        self.config.retention
+    }
+
     /// One page of the client's events, newest first. Flushes this instance's queue first,
     /// waiting at most the store's timeout for it.
-    pub async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+    async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
         self.flush_briefly().await;
         let key = self.store.keys().audit(&query.client_id);
         let since = query.since_ms.max(self.oldest_kept_ms());
@@ -152,7 +178,7 @@ impl AuditLog {
     }
 
     /// Counts of the client's events by outcome over the query's window.
-    pub async fn summarize(&self, query: &SummaryQuery) -> Result<EventSummary, StoreError> {
+    async fn summarize(&self, query: &SummaryQuery) -> Result<EventSummary, StoreError> {
         self.flush_briefly().await;
         let key = self.store.keys().audit(&query.client_id);
         let since = query.since_ms.max(self.oldest_kept_ms());
@@ -163,22 +189,6 @@ impl AuditLog {
                 until_ms: query.until_ms.max(since + 1),
             })
             .await
-    }
-
-    /// Events before this time are past retention, even where trimming has not caught up.
-    fn oldest_kept_ms(&self) -> u64 {
-        self.clock
-            .now_ms()
-            .saturating_sub(self.config.retention.as_millis() as u64)
-    }
-
-    async fn flush_briefly(&self) {
-        if tokio::time::timeout(self.store.timeout(), self.flush())
-            .await
-            .is_err()
-        {
-            tracing::warn!("refresh audit not flushed in time; the answer may miss recent events");
-        }
     }
 }
 
