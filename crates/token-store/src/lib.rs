@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`keys`]: the key layout; every key of a family shares the hash tag `{family id}`.
-//! - [`family_record`]: the compact one-string form of a family, as the scripts write it.
+//! - [`family_record`]: the compact one-string form of a family in Rust; the format's one
+//!   definition is `encode_family` / `decode_family` in `lua/prelude.lua`.
 //! - [`script`]: one module per Lua script (`lua/<name>.lua`): the script, its typed
 //!   KEYS/ARGV, its reply parser and its span name.
 //! - [`connector`]: how Redis is reached (one node, Sentinel, Cluster), by the URL's form.
@@ -10,7 +11,7 @@
 //!   timed out or READONLY; an own connection and WAIT for revocations), with a timeout on
 //!   every call, a client span per call, and errors sorted into "unavailable", "full" and
 //!   "corrupt".
-//! - [`redis_store`]: [`RedisStore`], the [`token_core::Store`] composed of the scripts and
+//! - `redis_store`: [`RedisStore`], the [`token_core::Store`] composed of the scripts and
 //!   the lanes.
 //! - [`monitor`]: Redis's eviction policy, memory high-water mark and clock offset, as the
 //!   health watcher last read them.

@@ -2,7 +2,7 @@
 //! [`Script`](deadpool_redis::redis::Script) (its `lua/<name>.lua`, compiled into the binary
 //! with the prelude in front and sent by SHA, EVALSHA loading on NOSCRIPT), a call type that
 //! builds KEYS and ARGV in the header's order, the reading of its reply, and its span name.
-//! [`crate::RedisStore`] and [`crate::AuditLog`] only compose them ([`ScriptCall`]).
+//! [`crate::RedisStore`] and [`crate::AuditLog`] only compose them (`ScriptCall`).
 //!
 //! Every script is prefixed with `lua/prelude.lua` ([`PRELUDE`]): the argument checks they
 //! share and the family record format. They need Redis 7.0 or later (`TIME` before writes, the
