@@ -7,14 +7,19 @@
 -- ARGV[4]: rotation time, ms since the epoch
 -- ARGV[5]: absolute expiry, ms since the epoch
 -- ARGV[6]: client id
+-- Needs: token-store's prelude.lua (whole, encode_family), prepended at load time
+-- (token_store::script::prefixed_with_prelude), so families are written in the one format.
 -- Returns: the number of families created.
 local prefix, first, last = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local rotated_at, expiry = whole(ARGV[4]), whole(ARGV[5])
 if not first or not last or last < first then
   return redis.error_reply('ERR populate: invalid range')
 end
--- The record format is token-store's (lua/prelude.lua): g t k x status client scopes.
-local record = table.concat(
-  {'1', ARGV[4], 'k1', ARGV[5], 'a', ARGV[6], 'email offline_access openid profile'}, ' ')
+if not rotated_at or not expiry or ARGV[6] == '' then
+  return redis.error_reply('ERR populate: invalid family')
+end
+local record = encode_family({g = 1, t = rotated_at, k = 'k1', x = expiry, st = 'a',
+  c = ARGV[6], sc = 'email offline_access openid profile'})
 for i = first, last - 1 do
   redis.call('SET', prefix .. string.format('%012d', i) .. '}', record)
 end

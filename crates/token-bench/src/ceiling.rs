@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use deadpool_redis::redis;
 
+/// Prefixed with token-store's prelude at run time, for its family record encoder.
 const POPULATE: &str = include_str!("../lua/populate.lua");
 const DEPOPULATE: &str = include_str!("../lua/depopulate.lua");
 const KEY_PREFIX: &str = "bench:f:{";
@@ -35,7 +36,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut conn = client.get_multiplexed_async_connection().await?;
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(token_store::scripts::ROTATE_SOURCE)
+        .arg(token_store::script::rotate::SOURCE)
         .query_async(&mut conn)
         .await
         .context("SCRIPT LOAD of rotate.lua")?;
@@ -43,7 +44,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let families = options.requests * 4;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
     let absolute_expiry = now + 90 * 24 * 3600 * 1000;
-    let populate = redis::Script::new(POPULATE);
+    let populate = redis::Script::new(&token_store::script::prefixed_with_prelude(POPULATE));
     for first in (0..families).step_by(CHUNK) {
         let last = (first + CHUNK).min(families);
         let _: u64 = populate

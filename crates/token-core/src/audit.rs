@@ -1,13 +1,15 @@
 //! The refresh audit: what became of every refresh request, per client. The service reports
 //! each outcome to a [`RefreshObserver`] (the server counts it and appends it to the audit
-//! log); operators read the log back with an [`EventQuery`] or a summary over a window.
+//! log); operators read the log back through an [`AuditStore`], with an [`EventQuery`] or a
+//! summary over a window.
 //! Events carry ids, outcomes and reasons, never a token or secret.
 
 use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::{Error, StoreError};
 use crate::store::{Reuse, Rotation};
 use crate::token::FamilyId;
 use crate::validate;
@@ -314,6 +316,25 @@ pub struct EventSummary {
     pub counts: Vec<(String, u64)>,
     pub first_event_ms: Option<u64>,
     pub last_event_ms: Option<u64>,
+}
+
+/// The audit log as its readers reach it: `token-store` implements it over Redis Streams, and
+/// the server's audit RPCs call it, so that they depend on the domain, not on Redis.
+pub trait AuditStore: Send + Sync + 'static {
+    /// How long events are kept: the widest window a summary may ask for.
+    fn retention(&self) -> Duration;
+
+    /// One page of a client's events, newest first.
+    fn list(
+        &self,
+        query: &EventQuery,
+    ) -> impl Future<Output = Result<EventPage, StoreError>> + Send;
+
+    /// Counts of a client's events by outcome over the query's window.
+    fn summarize(
+        &self,
+        query: &SummaryQuery,
+    ) -> impl Future<Output = Result<EventSummary, StoreError>> + Send;
 }
 
 #[cfg(test)]

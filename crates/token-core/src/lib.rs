@@ -6,7 +6,8 @@
 //! - [`token`]: the keyed token format (`rt1.` / `at1.` + payload + HMAC) and its claims.
 //! - [`keyring`]: signing keys by id, loaded from a file; one signs, all verify.
 //! - [`client`]: registered clients, their secrets (stored only as hashes) and authentication.
-//! - [`audit`]: refresh outcomes as events, the observer told of each, and audit queries.
+//! - [`audit`]: refresh outcomes as events, the observer told of each, audit queries, and
+//!   the [`AuditStore`](audit::AuditStore) trait they are answered through.
 //! - [`auth_throttle`]: repeated failed client authentication answered RATE_LIMITED.
 //! - [`client_cache`]: a short-TTL cache of client records, saving a Redis call per refresh.
 //! - [`scope`]: validated scope sets, subset checks and the access-token scope mask.

@@ -1,4 +1,4 @@
--- Prepended to every script of this folder by scripts.rs (Redis scripts cannot import), so
+-- Prepended to every script of this folder by src/script/ (Redis scripts cannot import), so
 -- the checks and the family record format they share are written once. Locals only: Redis
 -- forbids script globals.
 
@@ -48,6 +48,11 @@ local function int(n)
   return string.format('%.0f', n)
 end
 
+-- The family record format is defined here, and only here: decode_family and encode_family are
+-- its one definition. family_record.rs reads and writes it in Rust and token-bench's
+-- populate.lua writes it through encode_family; tests/scripts.rs
+-- (`family_record_agrees_with_the_prelude`) checks family_record.rs against these two.
+--
 -- A family is one string, fields separated by single spaces, scopes last:
 --   <generation>[/<access mask>] <rotated at, ms> <key id> <absolute expiry, ms> <status>
 --   <client id> [<scopes>]

@@ -13,18 +13,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::redis::ScriptInvocation;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter};
 use token_core::audit::{
-    AuditedEvent, EventPage, EventQuery, EventSummary, RefreshEvent, SummaryQuery,
+    AuditStore, EventPage, EventQuery, EventSummary, RefreshEvent, SummaryQuery,
 };
 use token_core::{Clock, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
-use crate::redis_store::{RedisStore, ops};
-use crate::scripts;
+use crate::redis_store::RedisStore;
+use crate::script::audit_append::AuditAppend;
+use crate::script::audit_list::AuditList;
+use crate::script::audit_summary::AuditSummary;
 
 /// How much audit to keep, and how much to buffer while Redis is away.
 #[derive(Debug, Clone, Copy)]
@@ -132,54 +133,6 @@ impl AuditLog {
         }
     }
 
-    /// One page of the client's events, newest first. Flushes this instance's queue first,
-    /// waiting at most the store's timeout for it.
-    pub async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
-        self.flush_briefly().await;
-        let key = self.store.keys().audit(&query.client_id);
-        let since = query.since_ms.max(self.oldest_kept_ms());
-        if since >= query.until_ms {
-            return Ok(EventPage::default());
-        }
-        let outcomes: Vec<&str> = query.outcomes.iter().map(|o| o.as_str()).collect();
-        let reply: Vec<String> = self
-            .store
-            .call(ops::AUDIT_LIST, |mut conn| async move {
-                scripts::AUDIT_LIST
-                    .key(key)
-                    .arg(since)
-                    .arg(query.until_ms)
-                    .arg(query.page_size)
-                    .arg(query.before_event.as_deref().unwrap_or(""))
-                    .arg(outcomes.join(" "))
-                    // Never more than a stream holds: one call reads it at most once.
-                    .arg(self.config.max_events_per_client.max(1))
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        parse_page(&query.client_id, &reply)
-    }
-
-    /// Counts of the client's events by outcome over the query's window.
-    pub async fn summarize(&self, query: &SummaryQuery) -> Result<EventSummary, StoreError> {
-        self.flush_briefly().await;
-        let key = self.store.keys().audit(&query.client_id);
-        let since = query.since_ms.max(self.oldest_kept_ms());
-        let reply: Vec<String> = self
-            .store
-            .call(ops::AUDIT_SUMMARY, |mut conn| async move {
-                scripts::AUDIT_SUMMARY
-                    .key(key)
-                    .arg(since)
-                    .arg(query.until_ms.max(since + 1))
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        parse_summary(&reply)
-    }
-
     /// Events before this time are past retention, even where trimming has not caught up.
     fn oldest_kept_ms(&self) -> u64 {
         self.clock
@@ -194,6 +147,48 @@ impl AuditLog {
         {
             tracing::warn!("refresh audit not flushed in time; the answer may miss recent events");
         }
+    }
+}
+
+/// The audit RPCs' reading, through the domain's trait. Each answer first flushes this
+/// instance's queue, so a reader sees its own instance's events.
+impl AuditStore for AuditLog {
+    fn retention(&self) -> Duration {
+        self.config.retention
+    }
+
+    /// One page of the client's events, newest first. Flushes this instance's queue first,
+    /// waiting at most the store's timeout for it.
+    async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        self.flush_briefly().await;
+        let key = self.store.keys().audit(&query.client_id);
+        let since = query.since_ms.max(self.oldest_kept_ms());
+        if since >= query.until_ms {
+            return Ok(EventPage::default());
+        }
+        self.store
+            .run(&AuditList {
+                stream: key,
+                query,
+                since_ms: since,
+                // Never more than a stream holds: one call reads it at most once.
+                budget: self.config.max_events_per_client.max(1),
+            })
+            .await
+    }
+
+    /// Counts of the client's events by outcome over the query's window.
+    async fn summarize(&self, query: &SummaryQuery) -> Result<EventSummary, StoreError> {
+        self.flush_briefly().await;
+        let key = self.store.keys().audit(&query.client_id);
+        let since = query.since_ms.max(self.oldest_kept_ms());
+        self.store
+            .run(&AuditSummary {
+                stream: key,
+                since_ms: since,
+                until_ms: query.until_ms.max(since + 1),
+            })
+            .await
     }
 }
 
@@ -294,28 +289,14 @@ impl Writer {
 
     async fn append(&self, client: &str, records: &[&AuditRecord]) -> Result<u64, StoreError> {
         let keys = self.store.keys();
-        let mut invocation: ScriptInvocation<'_> = scripts::AUDIT_APPEND.prepare_invoke();
-        invocation
-            .key(keys.audit(client))
-            .key(keys.client(client))
-            .arg(self.clock.now_ms())
-            .arg(self.config.retention.as_millis() as u64)
-            .arg(self.config.max_events_per_client.max(1));
-        for record in records {
-            let event = &record.event;
-            invocation
-                .arg(event.at_ms)
-                .arg(event.outcome.as_str())
-                .arg(event.reason)
-                .arg(event.detail)
-                .arg(event.family.map(|f| f.to_string()).unwrap_or_default())
-                .arg(event.generation)
-                .arg(&record.trace_id);
-        }
-        let invocation = &invocation;
         self.store
-            .call(ops::AUDIT_APPEND, |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
+            .run(&AuditAppend {
+                stream: keys.audit(client),
+                client: keys.client(client),
+                now_ms: self.clock.now_ms(),
+                retention_ms: self.config.retention.as_millis() as u64,
+                max_events: self.config.max_events_per_client.max(1),
+                records,
             })
             .await
     }
@@ -325,64 +306,4 @@ impl Writer {
             self.outcomes.add(n, &[KeyValue::new("result", result)]);
         }
     }
-}
-
-/// Reads the reply of `audit_list.lua` (its header is the contract).
-fn parse_page(client_id: &str, reply: &[String]) -> Result<EventPage, StoreError> {
-    let Some((next, events)) = reply.split_first() else {
-        return Err(StoreError::Corrupt("audit list: empty reply".into()));
-    };
-    if events.len() % 8 != 0 {
-        return Err(StoreError::Corrupt("audit list: short reply".into()));
-    }
-    let events = events
-        .chunks_exact(8)
-        .map(|e| {
-            Ok(AuditedEvent {
-                event_id: e[0].clone(),
-                at_ms: number(&e[1])?,
-                client_id: client_id.to_owned(),
-                outcome: e[2].clone(),
-                reason: e[3].clone(),
-                detail: e[4].clone(),
-                family: e[5].clone(),
-                generation: number(&e[6])?,
-                trace_id: e[7].clone(),
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
-    Ok(EventPage {
-        events,
-        next_page_token: (!next.is_empty()).then(|| next.clone()),
-    })
-}
-
-/// Reads the reply of `audit_summary.lua`.
-fn parse_summary(reply: &[String]) -> Result<EventSummary, StoreError> {
-    let [first, last, counts @ ..] = reply else {
-        return Err(StoreError::Corrupt("audit summary: short reply".into()));
-    };
-    if counts.len() % 2 != 0 {
-        return Err(StoreError::Corrupt("audit summary: odd counts".into()));
-    }
-    let id_ms = |id: &String| -> Result<Option<u64>, StoreError> {
-        match id.split_once('-') {
-            None if id.is_empty() => Ok(None),
-            Some((ms, _)) => number(ms).map(Some),
-            None => Err(StoreError::Corrupt("audit summary: bad event id".into())),
-        }
-    };
-    Ok(EventSummary {
-        counts: counts
-            .chunks_exact(2)
-            .map(|c| Ok((c[0].clone(), number(&c[1])?)))
-            .collect::<Result<_, StoreError>>()?,
-        first_event_ms: id_ms(first)?,
-        last_event_ms: id_ms(last)?,
-    })
-}
-
-fn number(text: &str) -> Result<u64, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt("audit: bad number".into()))
 }

@@ -9,8 +9,11 @@
 //! refresh that made it narrowed them) matters only to `rotate.lua`'s replays; it is read past
 //! here.
 //!
-//! `status` is `a` (active) or `r:<reason>:<revoked at, ms>`. The Lua scripts write it
-//! (`lua/prelude.lua` has the same format); Rust reads it for introspection. One compact
+//! `status` is `a` (active) or `r:<reason>:<revoked at, ms>`. The format is defined once, by
+//! `encode_family` / `decode_family` in `lua/prelude.lua`, which the scripts (the only writers
+//! of families) use; this module is its reading in Rust, for introspection, and is checked
+//! against the prelude inside a real Redis by `tests/scripts.rs`
+//! (`family_record_agrees_with_the_prelude`): change the format there first. One compact
 //! string rather than a hash keeps a family within its memory budget (about 245 bytes with
 //! realistic ids and scopes, against about 295 as a hash) and stays readable with `GET`.
 

@@ -34,7 +34,7 @@ use deadpool_redis::redis::{
 use reply::{assert_invalid, texts};
 use test_support::RedisServer;
 use token_store::keys::KeyLayout;
-use token_store::scripts;
+use token_store::script;
 
 const HOUR: u64 = 3_600_000;
 const DAY: u64 = 24 * HOUR;
@@ -325,11 +325,17 @@ impl Harness {
         let (stream, record) = (self.stream(client), self.client_key(client));
         match script {
             Audit::Append => {
-                self.invoke(&scripts::AUDIT_APPEND, &[&stream, &record], args)
+                self.invoke(&script::audit_append::SCRIPT, &[&stream, &record], args)
                     .await
             }
-            Audit::List => self.invoke(&scripts::AUDIT_LIST, &[&stream], args).await,
-            Audit::Summary => self.invoke(&scripts::AUDIT_SUMMARY, &[&stream], args).await,
+            Audit::List => {
+                self.invoke(&script::audit_list::SCRIPT, &[&stream], args)
+                    .await
+            }
+            Audit::Summary => {
+                self.invoke(&script::audit_summary::SCRIPT, &[&stream], args)
+                    .await
+            }
         }
     }
 
@@ -679,7 +685,11 @@ async fn append_for_an_unknown_or_deleted_client_returns_zero_and_writes_nothing
                 h.seed(client, &spaced(3, NOW)).await?;
                 let record = h.client_key(client);
                 let deleted = h
-                    .invoke(&scripts::DELETE_CLIENT, &[&record], &args(&[&(NOW + 5)]))
+                    .invoke(
+                        &script::delete_client::SCRIPT,
+                        &[&record],
+                        &args(&[&(NOW + 5)]),
+                    )
                     .await?;
                 assert_eq!(deleted, ["1"], "delete_client did not delete the client");
             }

@@ -24,7 +24,7 @@ use deadpool_redis::redis;
 use scripts_support::*;
 use token_core::store::{FamilyState, FamilyStatus, Reuse, RevokeOutcome, RotateOutcome, Rotation};
 use token_core::{Client, ClientType, FamilyId, ReusePolicy, Scopes, Store, StoreError};
-use token_store::{DEFAULT_HIGH_WATER_PERMILLE, family_record, scripts};
+use token_store::{DEFAULT_HIGH_WATER_PERMILLE, family_record, script};
 
 use scripts_support::After::{KeptTtl, NewTtl, NoFamily, Rewritten, Unchanged};
 
@@ -876,6 +876,107 @@ async fn records_written_by_the_scripts_round_trip_through_family_record() -> an
     Ok(())
 }
 
+/// The fields of `family` as `lua/record_codec.lua` takes and gives them.
+fn codec_fields(family: &FamilyState) -> Vec<String> {
+    let status = match &family.status {
+        FamilyStatus::Active => "a".to_owned(),
+        FamilyStatus::Revoked { reason, at_ms } => format!("r:{reason}:{at_ms}"),
+    };
+    let mask = family.access_scope_mask.map(|m| m.to_string());
+    vec![
+        family.generation.to_string(),
+        mask.unwrap_or_default(),
+        family.rotated_at_ms.to_string(),
+        family.key_id.clone(),
+        family.absolute_expiry_ms.to_string(),
+        status,
+        family.client_id.clone(),
+        family.scopes.to_space_separated(),
+    ]
+}
+
+/// Runs the prelude's codec (`tests/lua/record_codec.lua`) in Redis.
+async fn prelude_codec(
+    h: &mut Harness,
+    mode: &str,
+    args: &[String],
+) -> redis::RedisResult<Vec<String>> {
+    static CODEC: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(&script::prefixed_with_prelude(include_str!(
+            "lua/record_codec.lua"
+        )))
+    });
+    let mut invocation = CODEC.prepare_invoke();
+    invocation.arg(mode).arg(args);
+    let reply: redis::Value = invocation.invoke_async(&mut h.conn).await?;
+    Ok(reply::texts(reply))
+}
+
+// The family record format has one definition, `encode_family` / `decode_family` in
+// `lua/prelude.lua`; `family_record.rs` must agree with it both ways: what the prelude encodes,
+// Rust decodes to the same family and encodes to the same bytes, and what Rust encodes, the
+// prelude decodes to the same fields.
+#[tokio::test]
+async fn family_record_agrees_with_the_prelude() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    let family = |generation, mask, scopes: &str, status| FamilyState {
+        client_id: CLIENT.into(),
+        scopes: Scopes::from_space_separated(scopes).expect("at most 64 scopes"),
+        generation,
+        rotated_at_ms: T1,
+        key_id: "k-3_x".into(),
+        status,
+        absolute_expiry_ms: ABSOLUTE,
+        access_scope_mask: mask,
+    };
+    let revoked = |reason: &str, at_ms| FamilyStatus::Revoked {
+        reason: reason.into(),
+        at_ms,
+    };
+    let many: Vec<String> = (10..74).map(|i| format!("s{i}")).collect();
+    let many = many.join(" ");
+    let big = 1u64 << 52;
+    #[rustfmt::skip]
+    let rows: [(&str, FamilyState, String); 7] = [
+        ("active, two scopes",  family(2, None, "email openid", FamilyStatus::Active),
+            format!("2 {T1} k-3_x {ABSOLUTE} a {CLIENT} email openid")),
+        ("no scopes",           family(1, None, "", FamilyStatus::Active),
+            format!("1 {T1} k-3_x {ABSOLUTE} a {CLIENT}")),
+        ("revoked",             family(3, None, "read", revoked("user_logout-1", T2)),
+            format!("3 {T1} k-3_x {ABSOLUTE} r:user_logout-1:{T2} {CLIENT} read")),
+        ("narrowed",            family(4, Some(5), "a b c", FamilyStatus::Active),
+            format!("4/5 {T1} k-3_x {ABSOLUTE} a {CLIENT} a b c")),
+        ("widest mask",         family(5, Some(u64::MAX), "a", revoked("reuse", T2)),
+            format!("5/{} {T1} k-3_x {ABSOLUTE} r:reuse:{T2} {CLIENT} a", u64::MAX)),
+        ("64 scopes",           family(6, Some(0), &many, FamilyStatus::Active),
+            format!("6/0 {T1} k-3_x {ABSOLUTE} a {CLIENT} {many}")),
+        ("2^52 generation",     family(big, None, "read", FamilyStatus::Active),
+            format!("{big} {T1} k-3_x {ABSOLUTE} a {CLIENT} read")),
+    ];
+    for (case, expected, record) in rows {
+        let fields = codec_fields(&expected);
+        let encoded = prelude_codec(&mut h, "encode", &fields).await?;
+        assert_eq!(encoded, [record.as_str()], "{case}: the prelude's record");
+        let decoded = family_record::decode(&record)
+            .unwrap_or_else(|err| panic!("{case}: Rust cannot read the prelude's record: {err}"));
+        assert_eq!(decoded, expected, "{case}: Rust's reading");
+        assert_eq!(
+            family_record::encode(&expected),
+            record,
+            "{case}: Rust's record"
+        );
+        let read_back = prelude_codec(&mut h, "decode", &[record]).await?;
+        assert_eq!(read_back, fields, "{case}: the prelude's reading");
+    }
+    // Records neither side can read.
+    for bad in ["", "1 2 k", "x 2 k 3 a c", "1/x 2 k 3 a c", "1 2 k x a c"] {
+        assert!(family_record::decode(bad).is_err(), "Rust read {bad:?}");
+        let lua = prelude_codec(&mut h, "decode", &[bad.to_owned()]).await;
+        assert_invalid(lua, "corrupt family record", bad);
+    }
+    Ok(())
+}
+
 // Ids with whitespace other than a space. The Lua decoder splits the record on any whitespace
 // (`%S`), `family_record::decode` on spaces only, and the scripts refuse only spaces in the ids
 // they store. Whatever id a script accepts must come back as given: a script must either refuse
@@ -1122,7 +1223,11 @@ async fn set_client_secret_replaces_only_a_live_confidential_clients_hash() -> a
     let web_key = h.client_key("web");
     let web_before = h.hgetall(&web_key).await?;
     let result = h
-        .invoke(&scripts::SET_CLIENT_SECRET, &web_key, &["".to_owned()])
+        .invoke(
+            &script::set_client_secret::SCRIPT,
+            &web_key,
+            &["".to_owned()],
+        )
         .await;
     assert_invalid(result, "set_client_secret: invalid arguments", "empty hash");
     assert_eq!(h.hgetall(&web_key).await?, web_before);
@@ -1146,11 +1251,13 @@ async fn create_client_script_rejects_invalid_arguments_and_writes_nothing() -> 
     ];
     // The baseline the rows change is valid (on a key of its own).
     let other = h.client_key("baseline");
-    let reply = h.invoke(&scripts::CREATE_CLIENT, &other, &baseline).await?;
+    let reply = h
+        .invoke(&script::create_client::SCRIPT, &other, &baseline)
+        .await?;
     assert_eq!(reply, ["1"], "baseline");
     for (case, slots) in rows {
         let args = changed(baseline.clone(), slots);
-        let result = h.invoke(&scripts::CREATE_CLIENT, &key, &args).await;
+        let result = h.invoke(&script::create_client::SCRIPT, &key, &args).await;
         assert_invalid(result, "create_client: invalid arguments", case);
         assert!(!h.exists(&key).await?, "{case}: wrote the client");
     }
@@ -1165,11 +1272,13 @@ async fn create_client_script_rejects_invalid_arguments_and_writes_nothing() -> 
         NOW
     ];
     assert_eq!(
-        h.invoke(&scripts::CREATE_CLIENT, &key, &valid).await?,
+        h.invoke(&script::create_client::SCRIPT, &key, &valid)
+            .await?,
         ["1"]
     );
     assert_eq!(
-        h.invoke(&scripts::CREATE_CLIENT, &key, &valid).await?,
+        h.invoke(&script::create_client::SCRIPT, &key, &valid)
+            .await?,
         ["0"]
     );
     assert_eq!(h.hgetall(&key).await?, confidential_hash());

@@ -2,28 +2,30 @@
 
 use std::sync::Arc;
 
-use token_core::audit::{EventQuery, SummaryQuery};
+use token_core::audit::{AuditStore, EventQuery, SummaryQuery};
 use token_core::{IntrospectRequest, IssueRequest, RefreshRequest, RevokeRequest, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::token_service_server::TokenService as TokenServiceRpc;
-use token_store::{AuditLog, RedisStore};
+use token_store::RedisStore;
 use tonic::{Request, Response, Status};
 
 use super::{convert, refused};
 
-pub struct TokenServiceApi {
+/// The audit RPCs reach the audit log through token-core's [`AuditStore`] (in the server,
+/// `token_store::AuditLog`).
+pub struct TokenServiceApi<A> {
     service: Arc<TokenService<RedisStore>>,
-    audit: AuditLog,
+    audit: A,
 }
 
-impl TokenServiceApi {
-    pub fn new(service: Arc<TokenService<RedisStore>>, audit: AuditLog) -> Self {
+impl<A: AuditStore> TokenServiceApi<A> {
+    pub fn new(service: Arc<TokenService<RedisStore>>, audit: A) -> Self {
         Self { service, audit }
     }
 }
 
 #[tonic::async_trait]
-impl TokenServiceRpc for TokenServiceApi {
+impl<A: AuditStore> TokenServiceRpc for TokenServiceApi<A> {
     async fn issue_token_pair(
         &self,
         request: Request<pb::IssueTokenPairRequest>,
@@ -142,7 +144,7 @@ impl TokenServiceRpc for TokenServiceApi {
                 SummaryQuery::parse(
                     &req.client_id,
                     window,
-                    self.audit.config().retention,
+                    self.audit.retention(),
                     self.service.now_ms(),
                 )
             })

@@ -17,7 +17,7 @@ use token_core::store::{
     Current, FamilyState, NewFamily, Reuse, RevokeOutcome, RotateOutcome, RotateRequest, Rotation,
 };
 use token_core::{FamilyId, ReusePolicy, Scopes, Store, StoreError};
-use token_store::{RedisStore, StoreConfig, family_record, scripts};
+use token_store::{RedisStore, StoreConfig, family_record, script};
 
 pub use crate::reply::assert_invalid;
 use crate::reply::texts;
@@ -580,9 +580,9 @@ impl Op {
 
     pub fn script(&self) -> &'static Script {
         match self {
-            Op::Issue(_) => &scripts::ISSUE,
-            Op::Rotate(_) => &scripts::ROTATE,
-            Op::Revoke(_) => &scripts::REVOKE,
+            Op::Issue(_) => &script::issue::SCRIPT,
+            Op::Rotate(_) => &script::rotate::SCRIPT,
+            Op::Revoke(_) => &script::revoke::SCRIPT,
         }
     }
 
