@@ -7,11 +7,12 @@
 //! The raw calls go over a plain HTTP/2 client, not tonic's: tonic's channel enforces the
 //! `grpc-timeout` it sends (and would answer for the server), and encodes only valid messages.
 
+use test_support::harness;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use e2e::{RedisServer, ServerOptions, TestServer, issue, refresh_request};
+use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, refresh_request};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -113,7 +114,7 @@ async fn revocation_ignores_a_hint_it_does_not_know() {
     let mut registry = server.registry().await;
     let mut tokens = server.tokens().await;
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let hints = [
         "abc",
         "ACCESS_TOKEN",
@@ -168,7 +169,7 @@ async fn a_deadline_that_passes_in_the_server_is_deadline_exceeded() {
     let mut registry = server.registry().await;
     let mut tokens = server.tokens().await;
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let pair = issue(&mut tokens, &client, "alice").await;
     let request = {
         use prost::Message as _;
@@ -204,10 +205,10 @@ async fn a_replay_re_delivers_the_issued_pair_whatever_scope_it_asks_for() {
     let redis = RedisServer::start();
     let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
     let gateway =
-        e2e::gateway::TestGateway::in_front_of(&server, e2e::gateway::quick_retries()).await;
+        harness::gateway::TestGateway::in_front_of(&server, harness::gateway::quick_retries()).await;
     let mut registry = server.registry().await;
     let mut tokens = server.tokens().await;
-    let client = e2e::register_client(
+    let client = harness::register_client(
         &mut registry,
         "confidential",
         "revoke-family",

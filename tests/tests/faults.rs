@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{
+use test_support::harness::{
     RedisServer, ServerOptions, TestServer, issue, reason, refresh_request, register_client,
     warm_up,
 };

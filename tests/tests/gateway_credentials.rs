@@ -8,10 +8,11 @@
 //! The gateway's own tables (every header and body shape, without a token service) are in
 //! `crates/token-gateway/src/client_auth.rs`, `src/form.rs` and `tests/edge.rs`.
 
+use test_support::harness;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use e2e::gateway::quick_retries;
-use e2e::{
+use test_support::harness::gateway::quick_retries;
+use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestGateway, TestServer, issue, register_client,
 };
 use reqwest::header::{self, HeaderValue};
@@ -101,7 +102,7 @@ impl Env {
 
     /// Refresh outcomes the token service recorded for the client in the last hour.
     async fn audited_refreshes(&mut self) -> u64 {
-        e2e::last_hour_summary(&mut self.tokens, &self.client.client_id)
+        harness::last_hour_summary(&mut self.tokens, &self.client.client_id)
             .await
             .total
     }

@@ -17,12 +17,13 @@
 //! cannot run dry at this rate: each success earns back what a failure costs. No timing is
 //! asserted; the Python run is bounded by [`PYTHON_RUN_LIMIT`].
 
+use test_support::harness;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e::{
+use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestServer, issue, refresh_request, register_client,
     warm_up,
 };
@@ -242,7 +243,7 @@ fn service_config_path() -> PathBuf {
 async fn grpcio_client(request: Value) -> Value {
     let input = request.to_string();
     let stdout =
-        e2e::run_python("grpcio_retry_client.py", input.as_bytes(), PYTHON_RUN_LIMIT).await;
+        harness::run_python("grpcio_retry_client.py", input.as_bytes(), PYTHON_RUN_LIMIT).await;
     serde_json::from_slice(&stdout)
         .unwrap_or_else(|err| panic!("not JSON ({err}): {}", String::from_utf8_lossy(&stdout)))
 }
@@ -269,7 +270,7 @@ impl ServerCounts {
             .await
             .expect("metrics text");
         let limit = Duration::from_secs(60);
-        let parsed = e2e::run_python("parse_prometheus.py", text.as_bytes(), limit).await;
+        let parsed = harness::run_python("parse_prometheus.py", text.as_bytes(), limit).await;
         let samples: Vec<Value> = serde_json::from_slice(&parsed).expect("parser output");
         let mut counts = Self::default();
         for sample in samples {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e::{RedisServer, ServerOptions, TestServer};
+use test_support::harness::{RedisServer, ServerOptions, TestServer};
 use serde_json::{Value, json};
 
 /// How many health checks the readiness probe makes before giving up.

@@ -1,7 +1,7 @@
 //! Health follows Redis: NOT_SERVING while it is unreachable, SERVING again once it is back,
 //! with no restart of the service; calls meanwhile get UNAVAILABLE with RetryInfo.
 
-use e2e::{
+use test_support::harness::{
     RedisServer, ServerOptions, ServingStatus, TestServer, issue, reason, refresh_request,
     register_client,
 };

@@ -3,12 +3,13 @@
 //! and against a plain in-memory model of DESIGN.md's state machine. After every step the
 //! outcomes agree and every family's stored state equals the model's. Time is a manual clock.
 
+use test_support::harness;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::redis;
-use e2e::RedisServer;
+use test_support::harness::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use token_core::store::{FamilyStatus, Rotation};
@@ -147,7 +148,7 @@ impl Case {
         .unwrap();
         let service = TokenService::new(
             store,
-            e2e::KEYRING.clone(),
+            harness::KEYRING.clone(),
             Arc::new(clock.clone()),
             lifetimes(),
         );

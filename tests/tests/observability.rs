@@ -6,13 +6,14 @@
 //! receiver and one Tokio runtime that outlives the tests (the exporter runs on it), and
 //! finds its own spans by the trace id of a span it opened itself.
 
+use test_support::harness;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use e2e::{
+use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestServer, issue, refresh_request, register_client,
     warm_up,
 };
@@ -583,7 +584,7 @@ fn a_mixed_workload_is_reported_exactly_by_the_audit_and_the_prometheus_endpoint
         assert_eq!(ghost_stream, 0);
 
         // The summary counts the same outcomes.
-        let summary = e2e::last_hour_summary(&mut tokens.clone(), &alpha.client_id).await;
+        let summary = harness::last_hour_summary(&mut tokens.clone(), &alpha.client_id).await;
         let mut want_counts: HashMap<String, u64> = [
             "rotated",
             "replayed",
@@ -751,7 +752,7 @@ fn an_http_refresh_with_a_traceparent_is_one_trace_through_gateway_server_and_re
         let redis = RedisServer::start();
         let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
         let gateway =
-            e2e::gateway::TestGateway::in_front_of(&server, ClientConfig::default()).await;
+            harness::gateway::TestGateway::in_front_of(&server, ClientConfig::default()).await;
         let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
         let pair = issue(&mut server.tokens().await, &client, "alice").await;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{
+use test_support::harness::{
     RedisServer, ServerOptions, TestServer, issue, refresh_request, register_client, warm_up,
 };
 use test_support::fault_proxy::{Fault, FaultProxy};

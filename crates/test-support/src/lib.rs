@@ -3,13 +3,22 @@
 //!
 //! # Layout
 //! - [`RedisServer`]: one single-node Redis, ready when `start` returns.
-//! - [`free_port`], [`require_program`]: small helpers with clear failures.
+//! - [`free_port`], [`require_program`], [`tools_python`], [`terminate`]: small helpers with
+//!   clear failures.
+//! - [`topology`]: Sentinel-managed primaries with replicas, and Redis Clusters.
 //! - [`fault_proxy`]: a TCP proxy that injects network faults (refuse, drop before or after
 //!   forwarding, stall, reset mid-stream) between a client and a loopback server.
+//! - [`otlp`]: an in-memory OTLP/gRPC receiver, for trace and metric assertions.
+//! - [`pki`]: throwaway CAs and certificates for TLS tests.
+//! - `harness` (feature `harness`): token servers and gateways in-process, registered
+//!   clients, SDK load. It depends on the server, SDK and gateway crates, so only the tests of
+//!   those crates and the end-to-end tests turn it on.
 
 #![forbid(unsafe_code)]
 
 pub mod fault_proxy;
+#[cfg(feature = "harness")]
+pub mod harness;
 pub mod otlp;
 pub mod pki;
 pub mod topology;
@@ -47,16 +56,20 @@ pub fn require_program(name: &str, install_hint: &str) -> PathBuf {
 /// interpreter, and Python only finds the virtualenv (its `pyvenv.cfg`, its site-packages)
 /// when started through the link.
 pub fn tools_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .and_then(Path::parent)
-        .expect("test-support lives two levels below the workspace root")
-        .join(".tools/venv");
+    let venv = workspace_root().join(".tools/venv");
     let python = venv.join("bin/python");
     if !venv.join("pyvenv.cfg").is_file() || !python.exists() {
         panic!("the project virtualenv .tools/venv is missing; run `make deps` (scripts/deps.sh)");
     }
     python
+}
+
+/// The workspace's root directory.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("test-support lives two levels below the workspace root")
 }
 
 /// Sends SIGTERM to `child` (a binary under test) and waits for it to exit, as an operator's

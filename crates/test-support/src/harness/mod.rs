@@ -1,5 +1,6 @@
-//! Harness for the end-to-end tests in `tests/tests/`: token servers started in-process on
-//! `127.0.0.1:0` against real `redis-server` processes, and gRPC clients over real sockets.
+//! In-process token servers on `127.0.0.1:0` against real `redis-server` processes, and gRPC
+//! clients over real sockets: the harness of the end-to-end tests (`tests/`) and of the SDK,
+//! gateway and bench crates' tests (feature `harness`).
 //!
 //! # Layout
 //! - [`TestServer`]: one token-server instance; several may share one Redis.
@@ -9,8 +10,6 @@
 //! - [`warm_up`]: opens every Redis connection and loads the scripts, for fault tests.
 //! - [`gateway`]: the HTTP gateway in-process in front of a token server ([`TestGateway`]).
 //! - [`load`]: callers refreshing through the SDK while a test disturbs the deployment.
-
-#![forbid(unsafe_code)]
 
 pub mod gateway;
 pub mod load;
@@ -39,7 +38,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
 
 pub use gateway::TestGateway;
-pub use test_support::RedisServer;
+pub use crate::RedisServer;
 
 /// One keyring for every server of a test process, so instances verify each other's tokens.
 pub static KEYRING: LazyLock<Keyring> =
@@ -447,10 +446,8 @@ pub fn oauth_error(status: &tonic::Status) -> String {
 /// overruns is a panic that shows its output.
 pub async fn run_python(script: &str, input: &[u8], limit: Duration) -> Vec<u8> {
     use std::process::Stdio;
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(script);
-    let mut child = tokio::process::Command::new(test_support::tools_python())
+    let path = crate::workspace_root().join("tests/python").join(script);
+    let mut child = tokio::process::Command::new(crate::tools_python())
         .arg(&path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
