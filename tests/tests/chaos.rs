@@ -9,14 +9,14 @@
 //! each request-level fault, default 10, and `CHAOS_SECONDS` bounds the run, default 240).
 //! Counts are printed either way (`--nocapture`).
 
-use test_support::harness;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use test_support::harness;
 
-use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, register_client};
 use test_support::fault_proxy::{Fault, FaultProxy};
+use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, register_client};
 use token_client::{ClientConfig, TokenClient};
 use token_core::store::FamilyStatus;
 use token_core::{FamilyId, Store as _};

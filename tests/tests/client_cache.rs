@@ -2,11 +2,13 @@
 //! rotation on instance A, A refuses the old secret at once; instance B accepts it only until
 //! its cached record is older than the TTL, then refuses it too.
 
-use test_support::harness;
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::harness;
 
-use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, reason, refresh_request};
+use test_support::harness::{
+    RedisServer, ServerOptions, TestServer, issue, reason, refresh_request,
+};
 use token_core::ManualClock;
 use token_proto::v1 as pb;
 
@@ -21,7 +23,8 @@ async fn a_rotated_secret_stops_working_everywhere_within_the_ttl() {
     };
     let a = TestServer::start(&redis.url(), options.clone()).await;
     let b = TestServer::start(&redis.url(), options).await;
-    let client = harness::register_client(&mut a.registry().await, "confidential", "", &["read"]).await;
+    let client =
+        harness::register_client(&mut a.registry().await, "confidential", "", &["read"]).await;
     let mut tokens_a = a.tokens().await;
     let mut tokens_b = b.tokens().await;
     let first = issue(&mut tokens_a, &client, "alice").await;

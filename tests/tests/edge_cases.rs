@@ -7,16 +7,16 @@
 //! The raw calls go over a plain HTTP/2 client, not tonic's: tonic's channel enforces the
 //! `grpc-timeout` it sends (and would answer for the server), and encodes only valid messages.
 
-use test_support::harness;
 use std::net::SocketAddr;
 use std::time::Duration;
+use test_support::harness;
 
 use bytes::Bytes;
-use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, refresh_request};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use test_support::fault_proxy::{Fault, FaultProxy};
+use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, refresh_request};
 use token_proto::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -205,7 +205,8 @@ async fn a_replay_re_delivers_the_issued_pair_whatever_scope_it_asks_for() {
     let redis = RedisServer::start();
     let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
     let gateway =
-        harness::gateway::TestGateway::in_front_of(&server, harness::gateway::quick_retries()).await;
+        harness::gateway::TestGateway::in_front_of(&server, harness::gateway::quick_retries())
+            .await;
     let mut registry = server.registry().await;
     let mut tokens = server.tokens().await;
     let client = harness::register_client(

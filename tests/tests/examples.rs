@@ -2,8 +2,8 @@
 //! (scripts/grpcurl-examples.sh), and curl through the HTTP gateway
 //! (scripts/curl-examples.sh).
 
-use test_support::harness;
 use std::path::PathBuf;
+use test_support::harness;
 
 use test_support::harness::{RedisServer, ServerOptions, TestGateway, TestServer};
 use test_support::require_program;

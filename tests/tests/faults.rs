@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt as _};
+use test_support::fault_proxy::{Fault, FaultProxy};
 use test_support::harness::{
     RedisServer, ServerOptions, TestServer, issue, reason, refresh_request, register_client,
     warm_up,
 };
-use futures::stream::{FuturesUnordered, StreamExt as _};
-use test_support::fault_proxy::{Fault, FaultProxy};
 use token_core::{FamilyId, Lifetimes, ManualClock, Store as _};
 use tonic_types::StatusExt as _;
 

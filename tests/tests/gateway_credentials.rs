@@ -8,15 +8,15 @@
 //! The gateway's own tables (every header and body shape, without a token service) are in
 //! `crates/token-gateway/src/client_auth.rs`, `src/form.rs` and `tests/edge.rs`.
 
-use test_support::harness;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use reqwest::header::{self, HeaderValue};
+use serde_json::Value;
+use test_support::harness;
 use test_support::harness::gateway::quick_retries;
 use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestGateway, TestServer, issue, register_client,
 };
-use reqwest::header::{self, HeaderValue};
-use serde_json::Value;
 use token_core::Store as _;
 use token_core::store::FamilyStatus;
 use token_proto::v1 as pb;

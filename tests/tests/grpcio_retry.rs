@@ -17,18 +17,18 @@
 //! cannot run dry at this rate: each success earns back what a failure costs. No timing is
 //! asserted; the Python run is bounded by [`PYTHON_RUN_LIMIT`].
 
-use test_support::harness;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use test_support::harness;
 
+use serde_json::{Value, json};
+use test_support::fault_proxy::{Fault, FaultProxy};
 use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestServer, issue, refresh_request, register_client,
     warm_up,
 };
-use serde_json::{Value, json};
-use test_support::fault_proxy::{Fault, FaultProxy};
 use token_core::store::FamilyStatus;
 use token_core::{FamilyId, Store as _};
 use token_proto::v1 as pb;

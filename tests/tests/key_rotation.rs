@@ -6,12 +6,14 @@
 //! No refresh fails at any step; a token signed with the old key keeps refreshing until the
 //! key is retired, and then is TOKEN_INVALID.
 
-use test_support::harness;
 use std::path::Path;
 use std::time::Duration;
+use test_support::harness;
 
 use test_support::harness::load::RefreshLoad;
-use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together};
+use test_support::harness::{
+    RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together,
+};
 use token_client::{ClientConfig, TokenClient};
 use token_core::{FamilyId, Keyring, Store as _};
 use tokio::sync::watch;

@@ -3,15 +3,15 @@
 //! and against a plain in-memory model of DESIGN.md's state machine. After every step the
 //! outcomes agree and every family's stored state equals the model's. Time is a manual clock.
 
-use test_support::harness;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::harness;
 
 use deadpool_redis::redis;
-use test_support::harness::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use test_support::harness::RedisServer;
 use token_core::store::{FamilyStatus, Rotation};
 use token_core::{
     Error, FamilyId, IntrospectRequest, IssueRequest, Lifetimes, ManualClock, NewClient,

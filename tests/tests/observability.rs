@@ -6,19 +6,19 @@
 //! receiver and one Tokio runtime that outlives the tests (the exporter runs on it), and
 //! finds its own spans by the trace id of a span it opened itself.
 
-use test_support::harness;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+use test_support::harness;
 
+use telemetry::{LogFormat, TelemetryOptions};
+use test_support::fault_proxy::{Fault, FaultProxy};
 use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestServer, issue, refresh_request, register_client,
     warm_up,
 };
-use telemetry::{LogFormat, TelemetryOptions};
-use test_support::fault_proxy::{Fault, FaultProxy};
 use test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use token_client::{ClientConfig, TokenClient, pb};
 use token_core::{Lifetimes, ManualClock};

@@ -3,12 +3,14 @@
 //! own, and no acknowledged rotation is lost: every client's last pair is its family's
 //! current generation, and refreshes.
 
-use test_support::harness;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use test_support::harness;
 
-use test_support::harness::{KEYRING, RedisServer, ServerOptions, ServingStatus, TestServer, issue, register_client};
+use test_support::harness::{
+    KEYRING, RedisServer, ServerOptions, ServingStatus, TestServer, issue, register_client,
+};
 use token_client::{ClientConfig, TokenClient};
 use token_core::store::FamilyStatus;
 use token_core::token::Claims;

@@ -4,11 +4,11 @@
 //!
 //! Certificates come from throwaway CAs made per test (`test_support::pki`).
 
-use test_support::harness;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use test_support::harness;
 
 use deadpool_redis::redis;
 use test_support::harness::{RedisServer, ServerOptions, TestClient, TestServer, refresh_request};

@@ -4,7 +4,9 @@
 //! every caller receives the winner's pair byte for byte.
 
 use test_support::harness;
-use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together};
+use test_support::harness::{
+    RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together,
+};
 use token_core::store::FamilyStatus;
 use token_core::{FamilyId, Store as _};
 use token_proto::v1 as pb;

@@ -8,13 +8,15 @@
 //! - Revocations wait (WAIT) for a replica; when none confirms in time the revocation stands
 //!   and `tokens_redis_wait_unmet_total` counts it.
 
-use test_support::harness;
 use std::net::SocketAddr;
 use std::time::Duration;
+use test_support::harness;
 
-use test_support::harness::load::RefreshLoad;
-use test_support::harness::{ServerOptions, TestClient, TestServer, issue, refresh_request, refresh_together};
 use futures::future::join_all;
+use test_support::harness::load::RefreshLoad;
+use test_support::harness::{
+    ServerOptions, TestClient, TestServer, issue, refresh_request, refresh_together,
+};
 use test_support::topology::{self, RedisCluster, RedisSentinel};
 use token_client::{ClientConfig, TokenClient};
 use token_core::store::FamilyStatus;

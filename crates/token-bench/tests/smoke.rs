@@ -2,8 +2,8 @@
 //! small numbers against a real server and Redis, and prints its machine-readable line with no
 //! errors. Speed is not asserted (benchmarks print figures; tests check behaviour).
 
-use test_support::harness;
 use std::process::Command;
+use test_support::harness;
 
 use test_support::harness::{RedisServer, ServerOptions, TestServer};
 

@@ -4,8 +4,8 @@
 
 mod common;
 
-use test_support::harness;
 use std::time::Duration;
+use test_support::harness;
 
 use common::{fixture, issue_request, refresh_request, wait_for_rpcs};
 use test_support::harness::{RedisServer, ServerOptions, TestServer};
@@ -34,7 +34,8 @@ async fn a_refresh_during_a_redis_outage_succeeds_once_redis_is_back() -> anyhow
         },
     )
     .await;
-    let client = harness::register_client(&mut server.registry().await, "public", "", &["read"]).await;
+    let client =
+        harness::register_client(&mut server.registry().await, "public", "", &["read"]).await;
     // Enough attempts to outlast a Redis restart by far; each waits at least the server's
     // RetryInfo delay, so this bounds the test, it does not time it.
     let sdk = TokenClient::connect(

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
+pub use crate::ServingStatus;
 use token_core::{Clock, Keyring, Lifetimes, SyncedClock, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
@@ -32,13 +33,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Barrier, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic_health::pb::HealthCheckRequest;
-pub use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
 
-pub use gateway::TestGateway;
 pub use crate::RedisServer;
+pub use gateway::TestGateway;
 
 /// One keyring for every server of a test process, so instances verify each other's tokens.
 pub static KEYRING: LazyLock<Keyring> =
@@ -106,9 +104,9 @@ impl Default for ServerOptions {
 /// A policy naming one operator by the bearer credential it presents, as `make run` and the
 /// benchmark set it up.
 pub fn bearer_policy(credential: &str) -> OperatorPolicy {
-    OperatorPolicy::parse(&format!(
-        "[[operator]]\nname = \"bearer\"\nbearer_sha256 = \"{}\"\n",
-        token_server::authz::bearer_sha256_hex(credential)
+    OperatorPolicy::parse(&crate::bearer_policy_toml(
+        "bearer",
+        &token_server::authz::bearer_sha256_hex(credential),
     ))
     .expect("a valid policy")
 }
@@ -257,28 +255,13 @@ impl TestServer {
         ClientRegistryClient::new(self.channel().await)
     }
 
-    /// Waits until the server's overall health is `want`, following `grpc.health.v1` Watch:
-    /// the server pushes each change, so this is a readiness probe without polling. Bounded.
+    /// Waits until the server's overall health is `want` (see [`crate::wait_for_health`]).
     pub async fn wait_for_health(&self, want: ServingStatus) {
-        let mut health = HealthClient::new(self.channel().await);
-        let watched = async {
-            let mut updates = health
-                .watch(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .expect("health Watch")
-                .into_inner();
-            while let Some(update) = updates.message().await.expect("health stream") {
-                if update.status == want as i32 {
-                    return;
-                }
-            }
-            panic!("the health stream ended before {want:?}");
-        };
-        tokio::time::timeout(Duration::from_secs(30), watched)
-            .await
-            .unwrap_or_else(|_| panic!("health never became {want:?}"));
+        let limit = Duration::from_secs(30);
+        assert!(
+            crate::wait_for_health(self.channel().await, "", want, limit).await,
+            "health never became {want:?}"
+        );
     }
 
     /// Signals shutdown and waits for the server to drain and stop.

@@ -3,8 +3,8 @@
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
-use test_support::harness;
 use std::time::Duration;
+use test_support::harness;
 
 use test_support::harness::{RedisServer, ServerOptions, TestClient, TestServer};
 use token_client::{ClientConfig, TokenClient, pb};
