@@ -13,6 +13,7 @@ use test_support::harness::{
     warm_up,
 };
 use token_core::{FamilyId, Lifetimes, ManualClock, Store as _};
+use token_server::config::DEFAULT_MAX_CONCURRENT_CALLS;
 use tonic_types::StatusExt as _;
 
 const GRACE: Duration = Duration::from_secs(60);
@@ -42,7 +43,7 @@ async fn a_lost_rotation_reply_is_retried_into_the_identical_pair_inside_grace()
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr()).await;
     let clock = ManualClock::starting_now();
-    let server = behind_proxy(&proxy, &clock, 2048).await;
+    let server = behind_proxy(&proxy, &clock, DEFAULT_MAX_CONCURRENT_CALLS).await;
     let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
     let mut tokens = server.tokens().await;
     let first = issue(&mut tokens, &client, "alice").await;
@@ -110,7 +111,7 @@ async fn a_lost_rotation_reply_retried_after_grace_is_reuse_as_documented() {
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr()).await;
     let clock = ManualClock::starting_now();
-    let server = behind_proxy(&proxy, &clock, 2048).await;
+    let server = behind_proxy(&proxy, &clock, DEFAULT_MAX_CONCURRENT_CALLS).await;
     let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
     let mut tokens = server.tokens().await;
     let first = issue(&mut tokens, &client, "alice").await;

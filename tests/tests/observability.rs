@@ -22,7 +22,6 @@ use test_support::harness::{
 use test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use token_client::{ClientConfig, TokenClient, pb};
 use token_core::{Lifetimes, ManualClock};
-use token_store::AuditConfig;
 use tracing::Instrument as _;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -409,10 +408,7 @@ fn a_mixed_workload_is_reported_exactly_by_the_audit_and_the_prometheus_endpoint
                     grace: GRACE,
                     ..Lifetimes::default()
                 },
-                audit: AuditConfig {
-                    retention: Duration::from_secs(365 * 86_400),
-                    ..AuditConfig::default()
-                },
+                audit_retention: Duration::from_secs(365 * 86_400),
                 admin: true,
                 ..ServerOptions::default()
             },
@@ -675,11 +671,8 @@ fn the_audit_keeps_at_most_its_maximum_and_forgets_what_is_past_retention() {
             &redis.url(),
             ServerOptions {
                 clock: Arc::new(clock.clone()),
-                audit: AuditConfig {
-                    retention,
-                    max_events_per_client: 5,
-                    ..AuditConfig::default()
-                },
+                audit_retention: retention,
+                audit_max_events: 5,
                 ..ServerOptions::default()
             },
         )
