@@ -382,7 +382,7 @@ async fn grpcio_without_the_service_config_fails_on_lost_replies() {
 fn the_service_config_retries_only_what_is_safe_well_inside_the_grace_period() {
     let text = std::fs::read_to_string(service_config_path()).expect("the service config");
     let config: Value = serde_json::from_str(&text).expect("the service config is JSON");
-    let grace = token_core::Lifetimes::default().grace.as_secs_f64();
+    let grace = token_core::DEFAULT_GRACE.as_secs_f64();
     let duration = |value: &Value| -> f64 {
         let text = value.as_str().expect("a duration string");
         text.strip_suffix('s')

@@ -498,8 +498,8 @@ mod tests {
         };
         assert_eq!(wait(&[]).unwrap(), None);
         let one = Some(ReplicaWait {
-            replicas: 1,
-            timeout: Duration::from_millis(250),
+            replicas: ReplicaWait::DEFAULT_REPLICAS,
+            timeout: ReplicaWait::DEFAULT_TIMEOUT,
         });
         assert_eq!(
             wait(&["--redis-url", "redis+sentinel://h:1/m"]).unwrap(),

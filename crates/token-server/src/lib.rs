@@ -1,18 +1,27 @@
 //! The `token-server` binary as a library, so tests start it in-process on `127.0.0.1:0`.
 //!
 //! # Layout
-//! - [`config`]: every setting, from flags and `TOKEN_*` environment variables.
+//! - [`config`]: every setting, from flags and `TOKEN_*` environment variables, with its
+//!   `DEFAULT_*` constant (or the owning library's).
+//! - [`App`]: the service wired from a [`Config`] ([`App::new`], which the binary and the
+//!   test harness share) and what it is exposed through (`with_*`).
+//! - [`run`]: serves until the shutdown future resolves, drains in-flight RPCs, then stops
+//!   every task it started (one phase signal, one drained channel).
 //! - [`api`]: the gRPC handlers, one small function per RPC.
 //! - [`status`]: the one mapping from domain errors to gRPC statuses.
-//! - [`health`]: `grpc.health.v1`, following Redis reachability.
-//! - [`overload`]: the concurrency limit that sheds calls with RESOURCE_EXHAUSTED.
-//! - [`deadline`]: the caller's `grpc-timeout`, answered DEADLINE_EXCEEDED.
-//! - [`limits`]: oversize and undecodable requests answered MALFORMED_REQUEST.
-//! - [`authz`]: the operator gate in front of operator RPCs.
-//! - [`rpc_trace`]: a server span (continuing the caller's trace) and a duration per RPC.
+//! - Layers in front of every service, outermost first: [`rpc_trace`] (a server span
+//!   continuing the caller's trace, and a duration per RPC), [`deadline`] (the caller's
+//!   `grpc-timeout`, answered DEADLINE_EXCEEDED), [`authz`] (the operator gate in front of
+//!   operator RPCs), [`limits`] (oversize and undecodable requests answered
+//!   MALFORMED_REQUEST); and around the token services only, [`overload`] (the concurrency
+//!   limit that sheds calls with RESOURCE_EXHAUSTED).
+//! - [`health`]: `grpc.health.v1`, following Redis reachability; the watcher that keeps the
+//!   clock, memory and eviction policy readings.
+//! - [`tls`]: TLS and mTLS on the gRPC port, handshakes off the accept loop.
+//! - [`reload`]: the keyring and TLS files re-read every interval, so keys and certificates
+//!   rotate without a restart.
 //! - [`observe`]: refresh outcomes counted and appended to the per-client audit.
 //! - [`admin`]: the admin HTTP port (`/metrics`, Prometheus text format).
-//! - [`run`]: serves until the shutdown future resolves, then drains in-flight RPCs.
 
 #![forbid(unsafe_code)]
 
