@@ -13,7 +13,7 @@
 //! before and after, Redis holds the same number of keys (so no family or client was created),
 //! and the legitimate current refresh token still rotates normally afterwards.
 
-use e2e::{
+use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestServer, issue, oauth_error, reason,
     refresh_request, register_client,
 };

@@ -13,9 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use test_support::harness;
 
-use e2e::{RedisServer, ServerOptions, TestServer, issue, register_client};
 use test_support::fault_proxy::{Fault, FaultProxy};
+use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, register_client};
 use token_client::{ClientConfig, TokenClient};
 use token_core::store::FamilyStatus;
 use token_core::{FamilyId, Store as _};
@@ -127,7 +128,7 @@ async fn no_family_is_lost_or_revoked_under_injected_faults() {
                     for pair in families.iter_mut() {
                         call += 1;
                         let sdk = &clients[call % clients.len()];
-                        let request = e2e::refresh_request(&credentials, &pair.refresh_token);
+                        let request = harness::refresh_request(&credentials, &pair.refresh_token);
                         match sdk.refresh_token_pair(request).await {
                             Ok(next) => {
                                 let counter = if next.replayed {
@@ -226,7 +227,7 @@ async fn no_family_is_lost_or_revoked_under_injected_faults() {
     let store = servers[0].service.store();
     for pair in &finals {
         let next = clients[0]
-            .refresh_token_pair(e2e::refresh_request(&client, &pair.refresh_token))
+            .refresh_token_pair(harness::refresh_request(&client, &pair.refresh_token))
             .await
             .unwrap_or_else(|err| {
                 panic!(

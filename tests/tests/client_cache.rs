@@ -4,8 +4,11 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::harness;
 
-use e2e::{RedisServer, ServerOptions, TestServer, issue, reason, refresh_request};
+use test_support::harness::{
+    RedisServer, ServerOptions, TestServer, issue, reason, refresh_request,
+};
 use token_core::ManualClock;
 use token_proto::v1 as pb;
 
@@ -20,7 +23,8 @@ async fn a_rotated_secret_stops_working_everywhere_within_the_ttl() {
     };
     let a = TestServer::start(&redis.url(), options.clone()).await;
     let b = TestServer::start(&redis.url(), options).await;
-    let client = e2e::register_client(&mut a.registry().await, "confidential", "", &["read"]).await;
+    let client =
+        harness::register_client(&mut a.registry().await, "confidential", "", &["read"]).await;
     let mut tokens_a = a.tokens().await;
     let mut tokens_b = b.tokens().await;
     let first = issue(&mut tokens_a, &client, "alice").await;

@@ -9,13 +9,14 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
+use test_support::harness;
 
 use bytes::Bytes;
-use e2e::{RedisServer, ServerOptions, TestServer, issue, refresh_request};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use test_support::fault_proxy::{Fault, FaultProxy};
+use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, refresh_request};
 use token_proto::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -113,7 +114,7 @@ async fn revocation_ignores_a_hint_it_does_not_know() {
     let mut registry = server.registry().await;
     let mut tokens = server.tokens().await;
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let hints = [
         "abc",
         "ACCESS_TOKEN",
@@ -168,7 +169,7 @@ async fn a_deadline_that_passes_in_the_server_is_deadline_exceeded() {
     let mut registry = server.registry().await;
     let mut tokens = server.tokens().await;
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let pair = issue(&mut tokens, &client, "alice").await;
     let request = {
         use prost::Message as _;
@@ -204,10 +205,11 @@ async fn a_replay_re_delivers_the_issued_pair_whatever_scope_it_asks_for() {
     let redis = RedisServer::start();
     let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
     let gateway =
-        e2e::gateway::TestGateway::in_front_of(&server, e2e::gateway::quick_retries()).await;
+        harness::gateway::TestGateway::in_front_of(&server, harness::gateway::quick_retries())
+            .await;
     let mut registry = server.registry().await;
     let mut tokens = server.tokens().await;
-    let client = e2e::register_client(
+    let client = harness::register_client(
         &mut registry,
         "confidential",
         "revoke-family",

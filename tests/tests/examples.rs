@@ -3,8 +3,9 @@
 //! (scripts/curl-examples.sh).
 
 use std::path::PathBuf;
+use test_support::harness;
 
-use e2e::{RedisServer, ServerOptions, TestGateway, TestServer};
+use test_support::harness::{RedisServer, ServerOptions, TestGateway, TestServer};
 use test_support::require_program;
 use token_client::ClientConfig;
 
@@ -15,7 +16,7 @@ const OPERATOR_CREDENTIAL: &str = "examples-operator-credential";
 /// A server as `make run` starts it: operator RPCs only for the development credential.
 async fn as_make_run_starts_it(redis: &RedisServer) -> TestServer {
     let options = ServerOptions {
-        operators: e2e::bearer_policy(OPERATOR_CREDENTIAL),
+        operators: harness::bearer_policy(OPERATOR_CREDENTIAL),
         ..ServerOptions::default()
     };
     TestServer::start(&redis.url(), options).await

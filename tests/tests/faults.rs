@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{
+use futures::stream::{FuturesUnordered, StreamExt as _};
+use test_support::fault_proxy::{Fault, FaultProxy};
+use test_support::harness::{
     RedisServer, ServerOptions, TestServer, issue, reason, refresh_request, register_client,
     warm_up,
 };
-use futures::stream::{FuturesUnordered, StreamExt as _};
-use test_support::fault_proxy::{Fault, FaultProxy};
 use token_core::{FamilyId, Lifetimes, ManualClock, Store as _};
+use token_server::config::DEFAULT_MAX_CONCURRENT_CALLS;
 use tonic_types::StatusExt as _;
 
 const GRACE: Duration = Duration::from_secs(60);
@@ -42,7 +43,7 @@ async fn a_lost_rotation_reply_is_retried_into_the_identical_pair_inside_grace()
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr()).await;
     let clock = ManualClock::starting_now();
-    let server = behind_proxy(&proxy, &clock, 2048).await;
+    let server = behind_proxy(&proxy, &clock, DEFAULT_MAX_CONCURRENT_CALLS).await;
     let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
     let mut tokens = server.tokens().await;
     let first = issue(&mut tokens, &client, "alice").await;
@@ -110,7 +111,7 @@ async fn a_lost_rotation_reply_retried_after_grace_is_reuse_as_documented() {
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr()).await;
     let clock = ManualClock::starting_now();
-    let server = behind_proxy(&proxy, &clock, 2048).await;
+    let server = behind_proxy(&proxy, &clock, DEFAULT_MAX_CONCURRENT_CALLS).await;
     let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
     let mut tokens = server.tokens().await;
     let first = issue(&mut tokens, &client, "alice").await;

@@ -5,16 +5,17 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::harness;
 
-use e2e::gateway::{quick_retries, upstream_at};
-use e2e::{
-    RedisServer, ServerOptions, ServingStatus, TestClient, TestGateway, TestServer, issue,
-    register_client, warm_up,
-};
 use reqwest::header::{self, HeaderMap};
 use serde_json::{Value, json};
 use test_support::fault_proxy::{Fault, FaultProxy};
 use test_support::free_port;
+use test_support::harness::gateway::{quick_retries, upstream_at};
+use test_support::harness::{
+    RedisServer, ServerOptions, ServingStatus, TestClient, TestGateway, TestServer, issue,
+    register_client, warm_up,
+};
 use token_client::{ClientConfig, TokenClient};
 use token_core::{ManualClock, Store as _};
 use token_gateway::Upstream;
@@ -222,7 +223,8 @@ fn assert_no_echo(case: &str, reply: &Reply, sent: &[&str]) {
 /// Runs `tests/python/authlib_client.py` with `request` and returns what it printed.
 async fn authlib(request: Value) -> Value {
     let limit = Duration::from_secs(300);
-    let stdout = e2e::run_python("authlib_client.py", request.to_string().as_bytes(), limit).await;
+    let stdout =
+        harness::run_python("authlib_client.py", request.to_string().as_bytes(), limit).await;
     serde_json::from_slice(&stdout)
         .unwrap_or_else(|err| panic!("not JSON ({err}): {}", String::from_utf8_lossy(&stdout)))
 }

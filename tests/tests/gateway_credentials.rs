@@ -10,12 +10,13 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use e2e::gateway::quick_retries;
-use e2e::{
-    RedisServer, ServerOptions, TestClient, TestGateway, TestServer, issue, register_client,
-};
 use reqwest::header::{self, HeaderValue};
 use serde_json::Value;
+use test_support::harness;
+use test_support::harness::gateway::quick_retries;
+use test_support::harness::{
+    RedisServer, ServerOptions, TestClient, TestGateway, TestServer, issue, register_client,
+};
 use token_core::Store as _;
 use token_core::store::FamilyStatus;
 use token_proto::v1 as pb;
@@ -101,7 +102,7 @@ impl Env {
 
     /// Refresh outcomes the token service recorded for the client in the last hour.
     async fn audited_refreshes(&mut self) -> u64 {
-        e2e::last_hour_summary(&mut self.tokens, &self.client.client_id)
+        harness::last_hour_summary(&mut self.tokens, &self.client.client_id)
             .await
             .total
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{
+use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestServer, issue, reason, refresh_request,
     register_client,
 };

@@ -21,13 +21,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use test_support::harness;
 
-use e2e::{
+use serde_json::{Value, json};
+use test_support::fault_proxy::{Fault, FaultProxy};
+use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestServer, issue, refresh_request, register_client,
     warm_up,
 };
-use serde_json::{Value, json};
-use test_support::fault_proxy::{Fault, FaultProxy};
 use token_core::store::FamilyStatus;
 use token_core::{FamilyId, Store as _};
 use token_proto::v1 as pb;
@@ -242,7 +243,7 @@ fn service_config_path() -> PathBuf {
 async fn grpcio_client(request: Value) -> Value {
     let input = request.to_string();
     let stdout =
-        e2e::run_python("grpcio_retry_client.py", input.as_bytes(), PYTHON_RUN_LIMIT).await;
+        harness::run_python("grpcio_retry_client.py", input.as_bytes(), PYTHON_RUN_LIMIT).await;
     serde_json::from_slice(&stdout)
         .unwrap_or_else(|err| panic!("not JSON ({err}): {}", String::from_utf8_lossy(&stdout)))
 }
@@ -269,7 +270,7 @@ impl ServerCounts {
             .await
             .expect("metrics text");
         let limit = Duration::from_secs(60);
-        let parsed = e2e::run_python("parse_prometheus.py", text.as_bytes(), limit).await;
+        let parsed = harness::run_python("parse_prometheus.py", text.as_bytes(), limit).await;
         let samples: Vec<Value> = serde_json::from_slice(&parsed).expect("parser output");
         let mut counts = Self::default();
         for sample in samples {
@@ -381,7 +382,7 @@ async fn grpcio_without_the_service_config_fails_on_lost_replies() {
 fn the_service_config_retries_only_what_is_safe_well_inside_the_grace_period() {
     let text = std::fs::read_to_string(service_config_path()).expect("the service config");
     let config: Value = serde_json::from_str(&text).expect("the service config is JSON");
-    let grace = token_core::Lifetimes::default().grace.as_secs_f64();
+    let grace = token_core::DEFAULT_GRACE.as_secs_f64();
     let duration = |value: &Value| -> f64 {
         let text = value.as_str().expect("a duration string");
         text.strip_suffix('s')

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e::{RedisServer, ServerOptions, TestServer};
 use serde_json::{Value, json};
+use test_support::harness::{RedisServer, ServerOptions, TestServer};
 
 /// How many health checks the readiness probe makes before giving up.
 const HEALTH_TRIES: usize = 50;

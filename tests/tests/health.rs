@@ -1,11 +1,11 @@
 //! Health follows Redis: NOT_SERVING while it is unreachable, SERVING again once it is back,
 //! with no restart of the service; calls meanwhile get UNAVAILABLE with RetryInfo.
 
-use e2e::{
+use std::time::Duration;
+use test_support::harness::{
     RedisServer, ServerOptions, ServingStatus, TestServer, issue, reason, refresh_request,
     register_client,
 };
-use std::time::Duration;
 use tonic_types::StatusExt as _;
 
 #[tokio::test]

@@ -8,9 +8,12 @@
 
 use std::path::Path;
 use std::time::Duration;
+use test_support::harness;
 
-use e2e::load::RefreshLoad;
-use e2e::{RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together};
+use test_support::harness::load::RefreshLoad;
+use test_support::harness::{
+    RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together,
+};
 use token_client::{ClientConfig, TokenClient};
 use token_core::{FamilyId, Keyring, Store as _};
 use tokio::sync::watch;
@@ -74,7 +77,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
     ];
     let mut registry = servers[0].registry().await;
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let mut tokens = servers[0].tokens().await;
     let store = servers[0].service.store();
 
@@ -168,7 +171,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
             .refresh_token_pair(refresh_request(&client, &dropped.refresh_token))
             .await
             .expect_err("k1 is retired");
-        assert_eq!(e2e::reason(&refused), "TOKEN_INVALID");
+        assert_eq!(harness::reason(&refused), "TOKEN_INVALID");
     }
     // The one that moved to k2 lives on.
     sdks[0]

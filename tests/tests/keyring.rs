@@ -2,7 +2,10 @@
 //! one as verify-only still accepts tokens signed with the old key and signs new generations
 //! with the new one; a server without the old key refuses its tokens as TOKEN_INVALID.
 
-use e2e::{KEYRING, RedisServer, ServerOptions, TestServer, issue, reason, refresh_request};
+use test_support::harness;
+use test_support::harness::{
+    KEYRING, RedisServer, ServerOptions, TestServer, issue, reason, refresh_request,
+};
 use token_core::Keyring;
 
 fn keyring(lines: &[String]) -> Keyring {
@@ -33,7 +36,8 @@ async fn tokens_of_a_verify_only_key_refresh_into_the_new_signing_key() {
     let stranger = TestServer::start(&redis.url(), ServerOptions::default()).await;
     assert_ne!(KEYRING.signing_key_id(), "old");
 
-    let client = e2e::register_client(&mut before.registry().await, "public", "", &["read"]).await;
+    let client =
+        harness::register_client(&mut before.registry().await, "public", "", &["read"]).await;
     let first = issue(&mut before.tokens().await, &client, "alice").await;
 
     let mut tokens = rotated.tokens().await;

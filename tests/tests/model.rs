@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::harness;
 
 use deadpool_redis::redis;
-use e2e::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use test_support::harness::RedisServer;
 use token_core::store::{FamilyStatus, Rotation};
 use token_core::{
     Error, FamilyId, IntrospectRequest, IssueRequest, Lifetimes, ManualClock, NewClient,
@@ -149,7 +150,7 @@ impl Case {
         .unwrap();
         let service = TokenService::new(
             store,
-            e2e::KEYRING.clone(),
+            harness::KEYRING.clone(),
             Arc::new(clock.clone()),
             lifetimes(),
         );

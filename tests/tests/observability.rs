@@ -11,17 +11,17 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+use test_support::harness;
 
-use e2e::{
+use telemetry::{LogFormat, TelemetryOptions};
+use test_support::fault_proxy::{Fault, FaultProxy};
+use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestServer, issue, refresh_request, register_client,
     warm_up,
 };
-use telemetry::{LogFormat, TelemetryOptions};
-use test_support::fault_proxy::{Fault, FaultProxy};
 use test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use token_client::{ClientConfig, TokenClient, pb};
 use token_core::{Lifetimes, ManualClock};
-use token_store::AuditConfig;
 use tracing::Instrument as _;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -408,10 +408,7 @@ fn a_mixed_workload_is_reported_exactly_by_the_audit_and_the_prometheus_endpoint
                     grace: GRACE,
                     ..Lifetimes::default()
                 },
-                audit: AuditConfig {
-                    retention: Duration::from_secs(365 * 86_400),
-                    ..AuditConfig::default()
-                },
+                audit_retention: Duration::from_secs(365 * 86_400),
                 admin: true,
                 ..ServerOptions::default()
             },
@@ -583,7 +580,7 @@ fn a_mixed_workload_is_reported_exactly_by_the_audit_and_the_prometheus_endpoint
         assert_eq!(ghost_stream, 0);
 
         // The summary counts the same outcomes.
-        let summary = e2e::last_hour_summary(&mut tokens.clone(), &alpha.client_id).await;
+        let summary = harness::last_hour_summary(&mut tokens.clone(), &alpha.client_id).await;
         let mut want_counts: HashMap<String, u64> = [
             "rotated",
             "replayed",
@@ -674,11 +671,8 @@ fn the_audit_keeps_at_most_its_maximum_and_forgets_what_is_past_retention() {
             &redis.url(),
             ServerOptions {
                 clock: Arc::new(clock.clone()),
-                audit: AuditConfig {
-                    retention,
-                    max_events_per_client: 5,
-                    ..AuditConfig::default()
-                },
+                audit_retention: retention,
+                audit_max_events: 5,
                 ..ServerOptions::default()
             },
         )
@@ -751,7 +745,7 @@ fn an_http_refresh_with_a_traceparent_is_one_trace_through_gateway_server_and_re
         let redis = RedisServer::start();
         let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
         let gateway =
-            e2e::gateway::TestGateway::in_front_of(&server, ClientConfig::default()).await;
+            harness::gateway::TestGateway::in_front_of(&server, ClientConfig::default()).await;
         let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
         let pair = issue(&mut server.tokens().await, &client, "alice").await;
 

@@ -1,7 +1,7 @@
 //! Protection of the instance and of clients: repeated failed authentication is throttled per
 //! client without locking the real client out.
 
-use e2e::{
+use test_support::harness::{
     RedisServer, ServerOptions, TestServer, issue, reason, refresh_request, register_client,
 };
 use token_core::service::AUTH_FAILURE_BURST;

@@ -6,8 +6,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use test_support::harness;
 
-use e2e::{KEYRING, RedisServer, ServerOptions, ServingStatus, TestServer, issue, register_client};
+use test_support::harness::{
+    KEYRING, RedisServer, ServerOptions, ServingStatus, TestServer, issue, register_client,
+};
 use token_client::{ClientConfig, TokenClient};
 use token_core::store::FamilyStatus;
 use token_core::token::Claims;
@@ -72,7 +75,7 @@ async fn no_acknowledged_rotation_is_lost_when_redis_restarts() {
             let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let request = e2e::refresh_request(&client, &pair.refresh_token);
+                    let request = harness::refresh_request(&client, &pair.refresh_token);
                     match sdk.refresh_token_pair(request).await {
                         Ok(next) => {
                             pair = next;
@@ -113,7 +116,7 @@ async fn no_acknowledged_rotation_is_lost_when_redis_restarts() {
             "family {family}: the client's acknowledged generation is the current one"
         );
         assert_eq!(state.status, FamilyStatus::Active);
-        sdk.refresh_token_pair(e2e::refresh_request(&client, &pair.refresh_token))
+        sdk.refresh_token_pair(harness::refresh_request(&client, &pair.refresh_token))
             .await
             .expect("the last acknowledged pair refreshes");
     }

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use test_support::harness;
 
 use deadpool_redis::redis;
-use e2e::{RedisServer, ServerOptions, TestClient, TestServer, refresh_request};
+use test_support::harness::{RedisServer, ServerOptions, TestClient, TestServer, refresh_request};
 use test_support::pki::{PemIdentity, TestCa};
 use token_proto::v1 as pb;
 use token_proto::v1::Access;
@@ -164,9 +165,9 @@ async fn mtls_admits_only_clients_with_a_certificate_from_the_ca() {
     let channel = connect(&server, &pki.ca, Some(&good)).await.unwrap();
     let mut registry = ClientRegistryClient::new(channel.clone());
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let mut tokens = TokenServiceClient::new(channel);
-    let pair = e2e::issue(&mut tokens, &client, "subject").await;
+    let pair = harness::issue(&mut tokens, &client, "subject").await;
     tokens
         .refresh_token_pair(refresh_request(&client, &pair.refresh_token))
         .await
@@ -312,8 +313,8 @@ async fn snapshot(redis_url: &str) -> BTreeMap<String, Vec<u8>> {
 fn assert_refused(result: Result<impl std::fmt::Debug, tonic::Status>, rpc: &str) {
     let status = result.expect_err(rpc);
     assert_eq!(status.code(), Code::PermissionDenied, "{rpc}: {status:?}");
-    assert_eq!(e2e::reason(&status), "CALLER_NOT_AUTHORIZED", "{rpc}");
-    assert_eq!(e2e::oauth_error(&status), "access_denied", "{rpc}");
+    assert_eq!(harness::reason(&status), "CALLER_NOT_AUTHORIZED", "{rpc}");
+    assert_eq!(harness::oauth_error(&status), "access_denied", "{rpc}");
 }
 
 /// Calls every operator RPC as `channel`'s caller; each must be refused.
@@ -436,8 +437,8 @@ async fn operator_rpcs_refuse_callers_outside_the_policy_and_change_nothing() {
 
     let mut registry = ClientRegistryClient::new(operator.clone());
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
-    let pair = e2e::issue(&mut TokenServiceClient::new(operator.clone()), &client, "s").await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+    let pair = harness::issue(&mut TokenServiceClient::new(operator.clone()), &client, "s").await;
     server.audit.flush().await;
 
     let before = snapshot(&redis.url()).await;
@@ -457,7 +458,7 @@ async fn operator_rpcs_refuse_callers_outside_the_policy_and_change_nothing() {
 async fn without_mtls_operators_present_a_bearer_credential() {
     let redis = RedisServer::start();
     let credential = "ops-credential-7f3a";
-    let policy = e2e::bearer_policy(credential);
+    let policy = harness::bearer_policy(credential);
     let server = TestServer::start(
         &redis.url(),
         ServerOptions {

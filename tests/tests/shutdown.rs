@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use e2e::{
+use test_support::fault_proxy::{Fault, FaultProxy};
+use test_support::harness::{
     RedisServer, ServerOptions, TestServer, issue, refresh_request, register_client, warm_up,
 };
-use test_support::fault_proxy::{Fault, FaultProxy};
 
 #[tokio::test]
 async fn an_rpc_in_flight_at_shutdown_completes() {

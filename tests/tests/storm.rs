@@ -3,7 +3,10 @@
 //! each round advances the family by exactly one generation, exactly one caller wins, and
 //! every caller receives the winner's pair byte for byte.
 
-use e2e::{RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together};
+use test_support::harness;
+use test_support::harness::{
+    RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together,
+};
 use token_core::store::FamilyStatus;
 use token_core::{FamilyId, Store as _};
 use token_proto::v1 as pb;
@@ -27,7 +30,7 @@ async fn storm(parallel: usize, rounds: usize) {
     }
     let mut registry = servers[0].registry().await;
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let first = issue(&mut channels[0], &client, "storm-subject").await;
     let family: FamilyId = first.family_id.parse().expect("family id");
     let store = servers[0].service.store();

@@ -10,10 +10,13 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
+use test_support::harness;
 
-use e2e::load::RefreshLoad;
-use e2e::{ServerOptions, TestClient, TestServer, issue, refresh_request, refresh_together};
 use futures::future::join_all;
+use test_support::harness::load::RefreshLoad;
+use test_support::harness::{
+    ServerOptions, TestClient, TestServer, issue, refresh_request, refresh_together,
+};
 use test_support::topology::{self, RedisCluster, RedisSentinel};
 use token_client::{ClientConfig, TokenClient};
 use token_core::store::FamilyStatus;
@@ -153,7 +156,7 @@ async fn storms_on_a_cluster_have_one_winner_on_every_primary() {
     }
     let mut registry = servers[0].registry().await;
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     // Two families on each primary, so every shard's copy of the script takes storms.
     let mut families = Vec::new();
     for primary in cluster.primaries() {
@@ -214,7 +217,7 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
     let server = TestServer::start(&deployment.url(), server_options()).await;
     let mut registry = server.registry().await;
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let mut tokens = server.tokens().await;
     let sdk = TokenClient::connect(&server.endpoint(), sdk_config()).unwrap();
 
@@ -289,7 +292,7 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
         assert_eq!(state.status, FamilyStatus::Active);
     }
 
-    let summary = e2e::last_hour_summary(&mut tokens, &client.client_id).await;
+    let summary = harness::last_hour_summary(&mut tokens, &client.client_id).await;
     let count = |outcome: &str| summary.outcomes.get(outcome).copied().unwrap_or(0);
     assert!(
         count("rolled_forward") >= PROBES as u64,
@@ -362,7 +365,7 @@ async fn revocations_wait_for_a_replica(deployment: Deployment) {
     let server = TestServer::start(&deployment.url(), server_options()).await;
     let mut registry = server.registry().await;
     let client =
-        e2e::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
+        harness::register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let mut tokens = server.tokens().await;
     let revoke = |pair: &pb::TokenPair| pb::RevokeTokenRequest {
         token: pair.refresh_token.clone(),
@@ -402,7 +405,7 @@ async fn revocations_wait_for_a_replica(deployment: Deployment) {
         .refresh_token_pair(refresh_request(&client, &lonely.refresh_token))
         .await
         .expect_err("a revoked family refreshes no more");
-    assert_eq!(e2e::reason(&refused), "TOKEN_REVOKED");
+    assert_eq!(harness::reason(&refused), "TOKEN_REVOKED");
     server.stop().await;
     drop(deployment);
 }

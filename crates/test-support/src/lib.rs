@@ -3,13 +3,24 @@
 //!
 //! # Layout
 //! - [`RedisServer`]: one single-node Redis, ready when `start` returns.
-//! - [`free_port`], [`require_program`]: small helpers with clear failures.
+//! - [`free_port`], [`require_program`], [`tools_python`], [`terminate`]: small helpers with
+//!   clear failures.
+//! - [`wait_for_health`], [`bearer_policy_toml`], [`bearer`]: readiness and operator
+//!   credentials, for servers in-process and binaries alike.
+//! - [`topology`]: Sentinel-managed primaries with replicas, and Redis Clusters.
 //! - [`fault_proxy`]: a TCP proxy that injects network faults (refuse, drop before or after
 //!   forwarding, stall, reset mid-stream) between a client and a loopback server.
+//! - [`otlp`]: an in-memory OTLP/gRPC receiver, for trace and metric assertions.
+//! - [`pki`]: throwaway CAs and certificates for TLS tests.
+//! - `harness` (feature `harness`): token servers and gateways in-process, registered
+//!   clients, SDK load. It depends on the server, SDK and gateway crates, so only the tests of
+//!   those crates and the end-to-end tests turn it on.
 
 #![forbid(unsafe_code)]
 
 pub mod fault_proxy;
+#[cfg(feature = "harness")]
+pub mod harness;
 pub mod otlp;
 pub mod pki;
 pub mod topology;
@@ -19,6 +30,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use tonic_health::pb::HealthCheckRequest;
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// How long a fresh redis-server may take to answer PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -47,16 +62,72 @@ pub fn require_program(name: &str, install_hint: &str) -> PathBuf {
 /// interpreter, and Python only finds the virtualenv (its `pyvenv.cfg`, its site-packages)
 /// when started through the link.
 pub fn tools_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .and_then(Path::parent)
-        .expect("test-support lives two levels below the workspace root")
-        .join(".tools/venv");
+    let venv = workspace_root().join(".tools/venv");
     let python = venv.join("bin/python");
     if !venv.join("pyvenv.cfg").is_file() || !python.exists() {
         panic!("the project virtualenv .tools/venv is missing; run `make deps` (scripts/deps.sh)");
     }
     python
+}
+
+/// An operator policy (`--operator-policy` TOML) naming one operator by the SHA-256 (hex) of
+/// the bearer credential it presents, as `make run` and the benchmark write it.
+pub fn bearer_policy_toml(name: &str, bearer_sha256_hex: &str) -> String {
+    format!("[[operator]]\nname = \"{name}\"\nbearer_sha256 = \"{bearer_sha256_hex}\"\n")
+}
+
+/// Adds `authorization: Bearer <credential>` to every call: how an operator named by
+/// [`bearer_policy_toml`] calls.
+pub fn bearer(
+    credential: &str,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {credential}")
+        .parse()
+        .expect("a credential fit for a header");
+    move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+        Ok(request)
+    }
+}
+
+/// Waits until `service`'s health on `channel` is `want` (`""` is the server as a whole),
+/// following `grpc.health.v1` Watch: the server pushes each change, so this is a readiness
+/// probe without polling. `false` if the stream ends or `limit` passes first.
+pub async fn wait_for_health(
+    channel: tonic::transport::Channel,
+    service: &str,
+    want: ServingStatus,
+    limit: Duration,
+) -> bool {
+    let mut health = HealthClient::new(channel);
+    let watched = async {
+        let Ok(updates) = health
+            .watch(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+        else {
+            return false;
+        };
+        let mut updates = updates.into_inner();
+        while let Ok(Some(update)) = updates.message().await {
+            if update.status == want as i32 {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(limit, watched).await.unwrap_or(false)
+}
+
+/// The workspace's root directory.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("test-support lives two levels below the workspace root")
 }
 
 /// Sends SIGTERM to `child` (a binary under test) and waits for it to exit, as an operator's

@@ -3,8 +3,9 @@
 //! errors. Speed is not asserted (benchmarks print figures; tests check behaviour).
 
 use std::process::Command;
+use test_support::harness;
 
-use e2e::{RedisServer, ServerOptions, TestServer};
+use test_support::harness::{RedisServer, ServerOptions, TestServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-bench");
 
@@ -34,7 +35,7 @@ fn bench(args: &[&str], mode: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_prints_its_line_without_errors() {
     let redis = RedisServer::start();
-    let policy = e2e::bearer_policy(OPERATOR_CREDENTIAL);
+    let policy = harness::bearer_policy(OPERATOR_CREDENTIAL);
     let server = TestServer::start(
         &redis.url(),
         ServerOptions {

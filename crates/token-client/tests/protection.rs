@@ -7,9 +7,10 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
+use test_support::harness;
 
 use common::{fixture, issue_request, refresh_request, wait_for_rpcs};
-use e2e::{RedisServer, ServerOptions, TestServer};
+use test_support::harness::{RedisServer, ServerOptions, TestServer};
 use token_client::{ClientConfig, TokenClient, pb};
 use tonic::Code;
 
@@ -61,7 +62,8 @@ async fn a_call_shed_as_overloaded_is_retried_until_admitted() -> anyhow::Result
         },
     )
     .await;
-    let client = e2e::register_client(&mut server.registry().await, "public", "", &["read"]).await;
+    let client =
+        harness::register_client(&mut server.registry().await, "public", "", &["read"]).await;
     let holder = TokenClient::connect(&server.endpoint(), ClientConfig::default())?;
     let pair = holder.issue_token_pair(issue_request(&client)).await?;
 

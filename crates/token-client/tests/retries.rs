@@ -5,9 +5,10 @@
 mod common;
 
 use std::time::Duration;
+use test_support::harness;
 
 use common::{fixture, issue_request, refresh_request, wait_for_rpcs};
-use e2e::{RedisServer, ServerOptions, TestServer};
+use test_support::harness::{RedisServer, ServerOptions, TestServer};
 use token_client::{ClientConfig, TokenClient, pb};
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -33,7 +34,8 @@ async fn a_refresh_during_a_redis_outage_succeeds_once_redis_is_back() -> anyhow
         },
     )
     .await;
-    let client = e2e::register_client(&mut server.registry().await, "public", "", &["read"]).await;
+    let client =
+        harness::register_client(&mut server.registry().await, "public", "", &["read"]).await;
     // Enough attempts to outlast a Redis restart by far; each waits at least the server's
     // RetryInfo delay, so this bounds the test, it does not time it.
     let sdk = TokenClient::connect(

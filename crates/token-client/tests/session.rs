@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Fixture, fixture, issue_request};
-use e2e::{ServerOptions, TestClient};
+use test_support::harness::{ServerOptions, TestClient};
 use token_client::{
     ClientConfig, MemoryPairStore, PairStore, PairStoreError, Session, SessionError, pb,
 };

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{fixture, issue_request, refresh_request, wait_for_rpcs};
-use e2e::ServerOptions;
+use test_support::harness::ServerOptions;
 use token_client::{ClientConfig, TokenClient, pb};
 use tokio::net::TcpListener;
 

@@ -40,6 +40,7 @@ pub use error::{Error, StoreError};
 pub use keyring::Keyring;
 pub use scope::Scopes;
 pub use service::{
+    DEFAULT_ACCESS_TTL, DEFAULT_GRACE, DEFAULT_REFRESH_ABSOLUTE_TTL, DEFAULT_REFRESH_IDLE_TTL,
     IntrospectRequest, Introspection, IssueRequest, Lifetimes, NewClient, RefreshRequest,
     RevokeRequest, TokenPair, TokenService,
 };

@@ -36,13 +36,22 @@ pub struct Lifetimes {
     pub grace: Duration,
 }
 
+/// [`Lifetimes::access_ttl`] unless configured (`--access-ttl`).
+pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// [`Lifetimes::refresh_idle_ttl`] unless configured (`--refresh-idle-ttl`).
+pub const DEFAULT_REFRESH_IDLE_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// [`Lifetimes::refresh_absolute_ttl`] unless configured (`--refresh-absolute-ttl`).
+pub const DEFAULT_REFRESH_ABSOLUTE_TTL: Duration = Duration::from_secs(90 * 86_400);
+/// [`Lifetimes::grace`] unless configured (`--grace-period`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+
 impl Default for Lifetimes {
     fn default() -> Self {
         Self {
-            access_ttl: Duration::from_secs(15 * 60),
-            refresh_idle_ttl: Duration::from_secs(30 * 24 * 3600),
-            refresh_absolute_ttl: Duration::from_secs(90 * 24 * 3600),
-            grace: Duration::from_secs(60),
+            access_ttl: DEFAULT_ACCESS_TTL,
+            refresh_idle_ttl: DEFAULT_REFRESH_IDLE_TTL,
+            refresh_absolute_ttl: DEFAULT_REFRESH_ABSOLUTE_TTL,
+            grace: DEFAULT_GRACE,
         }
     }
 }

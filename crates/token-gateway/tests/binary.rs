@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use e2e::{RedisServer, ServerOptions, TestServer, issue, register_client};
 use test_support::free_port;
+use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, register_client};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-gateway");
 

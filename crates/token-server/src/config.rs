@@ -1,15 +1,74 @@
 //! All configuration in one struct, from flags or the environment (`TOKEN_*`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use telemetry::LogFormat;
-use token_core::Lifetimes;
-use token_store::{AuditConfig, ReplicaWait, StoreConfig};
+use token_core::{
+    DEFAULT_ACCESS_TTL, DEFAULT_GRACE, DEFAULT_REFRESH_ABSOLUTE_TTL, DEFAULT_REFRESH_IDLE_TTL,
+    Lifetimes,
+};
+use token_store::audit::{DEFAULT_AUDIT_MAX_EVENTS, DEFAULT_AUDIT_RETENTION};
+use token_store::{AuditConfig, DEFAULT_HIGH_WATER_PERMILLE, ReplicaWait, StoreConfig};
 
 use crate::tls::TlsFiles;
+
+// The defaults of the settings this binary owns; those of settings a library owns are that
+// library's (`token_core::DEFAULT_GRACE`, `token_store::audit::DEFAULT_AUDIT_RETENTION`, ...).
+// Flags, `Config::default` and the test harness all read these.
+
+/// `--listen`.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
+/// `--redis-url`: one node on this host.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// `--keyring-reload-interval`.
+pub const DEFAULT_KEYRING_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// `--client-cache-ttl`: one Redis round trip per refresh, and a rotated secret or deleted
+/// client seen everywhere within a second.
+pub const DEFAULT_CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// `--redis-timeout`.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// `--redis-pool-size`.
+pub const DEFAULT_REDIS_POOL_SIZE: usize = 8;
+/// `--key-prefix`.
+pub const DEFAULT_KEY_PREFIX: &str = "tok:";
+/// `--max-concurrent-calls`.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 2048;
+/// `--health-interval`.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// `--shutdown-timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// `--admin-listen`: loopback only, so metrics stay off the network unless asked for.
+pub const DEFAULT_ADMIN_LISTEN: OptionalAddr =
+    OptionalAddr(Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090)));
+/// `--health-listen`: none.
+pub const DEFAULT_HEALTH_LISTEN: OptionalAddr = OptionalAddr(None);
+/// `--tls-reload-interval`.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+/// `--reflection`.
+pub const DEFAULT_REFLECTION: bool = true;
+
+/// The defaults of the duration and percentage flags as `--help` shows them. clap needs text
+/// for these (a `Duration` has no `Display`, and humantime would print 60 s as `1m`);
+/// `shown_defaults_are_the_typed_ones` keeps each equal to its typed constant.
+mod shown {
+    pub const KEYRING_RELOAD_INTERVAL: &str = "10s";
+    pub const GRACE_PERIOD: &str = "60s";
+    pub const ACCESS_TTL: &str = "15m";
+    pub const REFRESH_IDLE_TTL: &str = "30days";
+    pub const REFRESH_ABSOLUTE_TTL: &str = "90days";
+    pub const CLIENT_CACHE_TTL: &str = "1s";
+    pub const REDIS_TIMEOUT: &str = "1s";
+    pub const REDIS_WAIT_TIMEOUT: &str = "250ms";
+    pub const REDIS_MEMORY_HIGH_WATER: &str = "90%";
+    pub const HEALTH_INTERVAL: &str = "1s";
+    pub const SHUTDOWN_TIMEOUT: &str = "30s";
+    pub const AUDIT_RETENTION: &str = "7days";
+    pub const TLS_RELOAD_INTERVAL: &str = "30s";
+    pub const LOG_FORMAT: &str = "pretty";
+}
 
 /// The command line of `token-server`.
 #[derive(Debug, Parser)]
@@ -40,7 +99,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address the gRPC server listens on.
-    #[arg(long, env = "TOKEN_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "TOKEN_LISTEN", default_value_t = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// Redis holding family and client state: `redis://host:port` (one node),
@@ -49,7 +108,7 @@ pub struct Config {
     #[arg(
         long,
         env = "TOKEN_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
+        default_value = DEFAULT_REDIS_URL
     )]
     pub redis_url: String,
 
@@ -60,36 +119,36 @@ pub struct Config {
 
     /// How often the keyring file is re-read: add, promote and retire keys without a restart
     /// (deploy/README.md, "Rotate the signing key").
-    #[arg(long, env = "TOKEN_KEYRING_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_KEYRING_RELOAD_INTERVAL", default_value = shown::KEYRING_RELOAD_INTERVAL, value_parser = humantime::parse_duration)]
     pub keyring_reload_interval: Duration,
 
     /// How long a retired refresh token's immediate successor is replayed; 0s turns it off.
-    #[arg(long, env = "TOKEN_GRACE_PERIOD", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_GRACE_PERIOD", default_value = shown::GRACE_PERIOD, value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
 
     /// Lifetime of access tokens.
-    #[arg(long, env = "TOKEN_ACCESS_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_ACCESS_TTL", default_value = shown::ACCESS_TTL, value_parser = humantime::parse_duration)]
     pub access_ttl: Duration,
 
     /// A token family unused this long expires.
-    #[arg(long, env = "TOKEN_REFRESH_IDLE_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_REFRESH_IDLE_TTL", default_value = shown::REFRESH_IDLE_TTL, value_parser = humantime::parse_duration)]
     pub refresh_idle_ttl: Duration,
 
     /// A token family expires this long after it was issued, however it is used.
-    #[arg(long, env = "TOKEN_REFRESH_ABSOLUTE_TTL", default_value = "90days", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_REFRESH_ABSOLUTE_TTL", default_value = shown::REFRESH_ABSOLUTE_TTL, value_parser = humantime::parse_duration)]
     pub refresh_absolute_ttl: Duration,
 
     /// How long a client record read from Redis is reused. Other instances see a rotated
     /// secret or a deleted client within this time; 0s reads Redis on every call.
-    #[arg(long, env = "TOKEN_CLIENT_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_CLIENT_CACHE_TTL", default_value = shown::CLIENT_CACHE_TTL, value_parser = humantime::parse_duration)]
     pub client_cache_ttl: Duration,
 
     /// Bound on every Redis call, pool wait included.
-    #[arg(long, env = "TOKEN_REDIS_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_REDIS_TIMEOUT", default_value = shown::REDIS_TIMEOUT, value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,
 
     /// Redis connections in the pool (each multiplexed).
-    #[arg(long, env = "TOKEN_REDIS_POOL_SIZE", default_value_t = 8)]
+    #[arg(long, env = "TOKEN_REDIS_POOL_SIZE", default_value_t = DEFAULT_REDIS_POOL_SIZE)]
     pub redis_pool_size: usize,
 
     /// Replicas a revocation waits for (WAIT) before it is answered. Default: 1 with
@@ -99,13 +158,13 @@ pub struct Config {
 
     /// The longest a revocation waits for replicas; past it, the revocation is answered
     /// anyway and counted in `tokens_redis_wait_unmet_total`.
-    #[arg(long, env = "TOKEN_REDIS_WAIT_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_REDIS_WAIT_TIMEOUT", default_value = shown::REDIS_WAIT_TIMEOUT, value_parser = humantime::parse_duration)]
     pub redis_wait_timeout: Duration,
 
     /// Past this share of Redis's `maxmemory` (on any node), new token families are refused
     /// with RESOURCE_EXHAUSTED / STORE_FULL so that existing ones keep rotating; the audit
     /// pauses 5 points below it. A percentage (`90%`, `92.5`); `0` turns it off.
-    #[arg(long, env = "TOKEN_REDIS_MEMORY_HIGH_WATER", default_value = DEFAULT_HIGH_WATER, value_parser = parse_permille)]
+    #[arg(long, env = "TOKEN_REDIS_MEMORY_HIGH_WATER", default_value = shown::REDIS_MEMORY_HIGH_WATER, value_parser = parse_permille)]
     pub redis_memory_high_water: u32,
 
     /// Start and keep serving even though Redis's maxmemory-policy can evict keys (anything
@@ -114,38 +173,38 @@ pub struct Config {
     pub redis_allow_eviction: bool,
 
     /// Prefix of every Redis key, so several deployments can share one Redis.
-    #[arg(long, env = "TOKEN_KEY_PREFIX", default_value = "tok:")]
+    #[arg(long, env = "TOKEN_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
 
     /// Token-service calls running at once on this instance; beyond it, calls are refused
     /// with RESOURCE_EXHAUSTED (OVERLOADED) instead of queueing.
-    #[arg(long, env = "TOKEN_MAX_CONCURRENT_CALLS", default_value_t = 2048)]
+    #[arg(long, env = "TOKEN_MAX_CONCURRENT_CALLS", default_value_t = DEFAULT_MAX_CONCURRENT_CALLS)]
     pub max_concurrent_calls: usize,
 
     /// How often Redis is looked at (TIME and INFO): health status, clock, memory and policy.
-    #[arg(long, env = "TOKEN_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_HEALTH_INTERVAL", default_value = shown::HEALTH_INTERVAL, value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
 
     /// After SIGTERM, how long in-flight RPCs may take to finish.
-    #[arg(long, env = "TOKEN_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_SHUTDOWN_TIMEOUT", default_value = shown::SHUTDOWN_TIMEOUT, value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// Address of the admin HTTP server (`GET /metrics`, Prometheus text format); `off` for
     /// none. Keep it off the public network.
-    #[arg(long, env = "TOKEN_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "TOKEN_ADMIN_LISTEN", default_value_t = DEFAULT_ADMIN_LISTEN)]
     pub admin_listen: OptionalAddr,
 
     /// A second, plaintext listener serving only grpc.health.v1, for probes that cannot speak
     /// TLS (the kubelet's gRPC probe) when the main port has --tls-cert; `off` for none.
-    #[arg(long, env = "TOKEN_HEALTH_LISTEN", default_value = "off")]
+    #[arg(long, env = "TOKEN_HEALTH_LISTEN", default_value_t = DEFAULT_HEALTH_LISTEN)]
     pub health_listen: OptionalAddr,
 
     /// How long refresh audit events are kept (`ListRefreshEvents`).
-    #[arg(long, env = "TOKEN_AUDIT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_AUDIT_RETENTION", default_value = shown::AUDIT_RETENTION, value_parser = humantime::parse_duration)]
     pub audit_retention: Duration,
 
     /// The most audit events kept per client; the oldest go first.
-    #[arg(long, env = "TOKEN_AUDIT_MAX_EVENTS", default_value_t = 10_000)]
+    #[arg(long, env = "TOKEN_AUDIT_MAX_EVENTS", default_value_t = DEFAULT_AUDIT_MAX_EVENTS)]
     pub audit_max_events: u64,
 
     /// PEM certificate chain for TLS on the gRPC port (with --tls-key); plaintext without.
@@ -162,7 +221,7 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
 
     /// How often the TLS files are checked for a new certificate.
-    #[arg(long, env = "TOKEN_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TOKEN_TLS_RELOAD_INTERVAL", default_value = shown::TLS_RELOAD_INTERVAL, value_parser = humantime::parse_duration)]
     pub tls_reload_interval: Duration,
 
     /// TOML file naming the callers allowed the operator RPCs (every method tokens.proto does
@@ -172,11 +231,11 @@ pub struct Config {
     pub operator_policy: Option<PathBuf>,
 
     /// Serve gRPC reflection (`--reflection false` to turn it off).
-    #[arg(long, env = "TOKEN_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "TOKEN_REFLECTION", default_value_t = DEFAULT_REFLECTION, action = clap::ArgAction::Set)]
     pub reflection: bool,
 
     /// Log output: `pretty` or `json`. Verbosity comes from `RUST_LOG`.
-    #[arg(long, env = "TOKEN_LOG_FORMAT", default_value = "pretty")]
+    #[arg(long, env = "TOKEN_LOG_FORMAT", default_value = shown::LOG_FORMAT)]
     pub log_format: LogFormat,
 }
 
@@ -199,11 +258,6 @@ pub enum ConfigError {
     TooLarge(&'static str, &'static str),
 }
 
-/// `--redis-memory-high-water`'s default, as a flag value.
-/// (The library's default, [`token_store::DEFAULT_HIGH_WATER_PERMILLE`], as a percentage; a test keeps them
-/// in step.)
-const DEFAULT_HIGH_WATER: &str = "90%";
-
 /// A percentage (`90%`, `92.5`, `0`) as permille.
 fn parse_permille(value: &str) -> Result<u32, String> {
     let number = value.trim().trim_end_matches('%');
@@ -212,6 +266,45 @@ fn parse_permille(value: &str) -> Result<u32, String> {
         _ => Err(format!(
             "{value:?} is not a percentage from 0 to 100 (for example 90%)"
         )),
+    }
+}
+
+impl Default for Config {
+    /// What the flags default to (no flag, no `TOKEN_*` variable), with no keyring: for tests
+    /// that set what they need and build an [`crate::App`] from the rest.
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            redis_url: DEFAULT_REDIS_URL.to_owned(),
+            keyring: None,
+            keyring_reload_interval: DEFAULT_KEYRING_RELOAD_INTERVAL,
+            grace_period: DEFAULT_GRACE,
+            access_ttl: DEFAULT_ACCESS_TTL,
+            refresh_idle_ttl: DEFAULT_REFRESH_IDLE_TTL,
+            refresh_absolute_ttl: DEFAULT_REFRESH_ABSOLUTE_TTL,
+            client_cache_ttl: DEFAULT_CLIENT_CACHE_TTL,
+            redis_timeout: DEFAULT_REDIS_TIMEOUT,
+            redis_pool_size: DEFAULT_REDIS_POOL_SIZE,
+            redis_wait_replicas: None,
+            redis_wait_timeout: ReplicaWait::DEFAULT_TIMEOUT,
+            redis_memory_high_water: DEFAULT_HIGH_WATER_PERMILLE,
+            redis_allow_eviction: false,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            admin_listen: DEFAULT_ADMIN_LISTEN,
+            health_listen: DEFAULT_HEALTH_LISTEN,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
+            audit_max_events: DEFAULT_AUDIT_MAX_EVENTS,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval: DEFAULT_TLS_RELOAD_INTERVAL,
+            operator_policy: None,
+            reflection: DEFAULT_REFLECTION,
+            log_format: LogFormat::default(),
+        }
     }
 }
 
@@ -287,6 +380,7 @@ impl Config {
         let replicas = self
             .redis_wait_replicas
             .unwrap_or(default.map_or(0, |wait| wait.replicas));
+        // The timeout is always the flag's (its default is `ReplicaWait::DEFAULT_TIMEOUT`).
         (replicas > 0 && !self.redis_wait_timeout.is_zero()).then_some(ReplicaWait {
             replicas,
             timeout: self.redis_wait_timeout,
@@ -323,6 +417,16 @@ const MAX_AUDIT_RETENTION: Duration = Duration::from_secs(366 * 86_400);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionalAddr(pub Option<SocketAddr>);
 
+/// As the flag reads it, so `--help` shows the default as one would type it.
+impl std::fmt::Display for OptionalAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 impl std::str::FromStr for OptionalAddr {
     type Err = String;
 
@@ -353,12 +457,14 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use token_store::DEFAULT_HIGH_WATER_PERMILLE;
 
     #[test]
     fn high_water_is_a_percentage() {
         let cases: [(&str, Result<u32, ()>); 8] = [
-            (DEFAULT_HIGH_WATER, Ok(DEFAULT_HIGH_WATER_PERMILLE)),
+            (
+                shown::REDIS_MEMORY_HIGH_WATER,
+                Ok(DEFAULT_HIGH_WATER_PERMILLE),
+            ),
             ("90", Ok(900)),
             ("92.5%", Ok(925)),
             ("0", Ok(0)),
@@ -392,8 +498,8 @@ mod tests {
         };
         assert_eq!(wait(&[]).unwrap(), None);
         let one = Some(ReplicaWait {
-            replicas: 1,
-            timeout: Duration::from_millis(250),
+            replicas: ReplicaWait::DEFAULT_REPLICAS,
+            timeout: ReplicaWait::DEFAULT_TIMEOUT,
         });
         assert_eq!(
             wait(&["--redis-url", "redis+sentinel://h:1/m"]).unwrap(),
@@ -435,6 +541,64 @@ mod tests {
         );
         assert_eq!(cli.config.audit_retention, Duration::from_secs(7 * 86_400));
         cli.config.validate().unwrap();
+    }
+
+    #[test]
+    fn shown_defaults_are_the_typed_ones() {
+        let durations = [
+            (
+                shown::KEYRING_RELOAD_INTERVAL,
+                DEFAULT_KEYRING_RELOAD_INTERVAL,
+            ),
+            (shown::GRACE_PERIOD, DEFAULT_GRACE),
+            (shown::ACCESS_TTL, DEFAULT_ACCESS_TTL),
+            (shown::REFRESH_IDLE_TTL, DEFAULT_REFRESH_IDLE_TTL),
+            (shown::REFRESH_ABSOLUTE_TTL, DEFAULT_REFRESH_ABSOLUTE_TTL),
+            (shown::CLIENT_CACHE_TTL, DEFAULT_CLIENT_CACHE_TTL),
+            (shown::REDIS_TIMEOUT, DEFAULT_REDIS_TIMEOUT),
+            (shown::REDIS_WAIT_TIMEOUT, ReplicaWait::DEFAULT_TIMEOUT),
+            (shown::HEALTH_INTERVAL, DEFAULT_HEALTH_INTERVAL),
+            (shown::SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT),
+            (shown::AUDIT_RETENTION, DEFAULT_AUDIT_RETENTION),
+            (shown::TLS_RELOAD_INTERVAL, DEFAULT_TLS_RELOAD_INTERVAL),
+        ];
+        for (text, typed) in durations {
+            assert_eq!(humantime::parse_duration(text), Ok(typed), "{text:?}");
+        }
+        assert_eq!(
+            parse_permille(shown::REDIS_MEMORY_HIGH_WATER),
+            Ok(DEFAULT_HIGH_WATER_PERMILLE)
+        );
+        assert_eq!(shown::LOG_FORMAT.parse(), Ok(LogFormat::default()));
+    }
+
+    #[test]
+    fn the_flags_default_to_config_default() {
+        // Every field: what an operator gets without flags is what tests build from.
+        let parsed = parse(&[]).config;
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
+        let with_keyring = Config {
+            keyring: Some("k".into()),
+            ..Config::default()
+        };
+        with_keyring.validate().unwrap();
+        assert_eq!(with_keyring.lifetimes(), Lifetimes::default());
+        let (audit, library) = (with_keyring.audit(), AuditConfig::default());
+        assert_eq!(audit.retention, library.retention);
+        assert_eq!(audit.max_events_per_client, library.max_events_per_client);
+        assert_eq!(audit.queue_capacity, library.queue_capacity);
+        assert_eq!(
+            with_keyring.store().replica_wait,
+            ReplicaWait::default_for(DEFAULT_REDIS_URL)
+        );
+        let cluster = Config {
+            redis_url: "redis+cluster://h:1".to_owned(),
+            ..Config::default()
+        };
+        assert_eq!(
+            cluster.store().replica_wait,
+            ReplicaWait::default_for(&cluster.redis_url)
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use token_core::Clock;
 use token_store::monitor::NO_EVICTION;
 use token_store::{MemoryReport, RedisStore};
-use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -106,13 +105,14 @@ impl StoreWatch {
         }
     }
 
-    /// Looks at Redis every `interval` and reports reachability until `stop` turns true.
+    /// Looks at Redis every `interval` and reports reachability until `stop` resolves.
     pub async fn run(
         self,
         reporter: HealthReporter,
         interval: Duration,
-        mut stop: watch::Receiver<bool>,
+        stop: impl Future<Output = ()>,
     ) {
+        let mut stop = std::pin::pin!(stop);
         let mut last = None;
         loop {
             let status = match self.check().await {
@@ -134,7 +134,7 @@ impl StoreWatch {
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = stop.wait_for(|stopped| *stopped) => return,
+                () = &mut stop => return,
             }
         }
     }

@@ -1,18 +1,27 @@
 //! The `token-server` binary as a library, so tests start it in-process on `127.0.0.1:0`.
 //!
 //! # Layout
-//! - [`config`]: every setting, from flags and `TOKEN_*` environment variables.
+//! - [`config`]: every setting, from flags and `TOKEN_*` environment variables, with its
+//!   `DEFAULT_*` constant (or the owning library's).
+//! - [`App`]: the service wired from a [`Config`] ([`App::new`], which the binary and the
+//!   test harness share) and what it is exposed through (`with_*`).
+//! - [`run`]: serves until the shutdown future resolves, drains in-flight RPCs, then stops
+//!   every task it started (one phase signal, one drained channel).
 //! - [`api`]: the gRPC handlers, one small function per RPC.
 //! - [`status`]: the one mapping from domain errors to gRPC statuses.
-//! - [`health`]: `grpc.health.v1`, following Redis reachability.
-//! - [`overload`]: the concurrency limit that sheds calls with RESOURCE_EXHAUSTED.
-//! - [`deadline`]: the caller's `grpc-timeout`, answered DEADLINE_EXCEEDED.
-//! - [`limits`]: oversize and undecodable requests answered MALFORMED_REQUEST.
-//! - [`authz`]: the operator gate in front of operator RPCs.
-//! - [`rpc_trace`]: a server span (continuing the caller's trace) and a duration per RPC.
+//! - Layers in front of every service, outermost first: [`rpc_trace`] (a server span
+//!   continuing the caller's trace, and a duration per RPC), [`deadline`] (the caller's
+//!   `grpc-timeout`, answered DEADLINE_EXCEEDED), [`authz`] (the operator gate in front of
+//!   operator RPCs), [`limits`] (oversize and undecodable requests answered
+//!   MALFORMED_REQUEST); and around the token services only, [`overload`] (the concurrency
+//!   limit that sheds calls with RESOURCE_EXHAUSTED).
+//! - [`health`]: `grpc.health.v1`, following Redis reachability; the watcher that keeps the
+//!   clock, memory and eviction policy readings.
+//! - [`tls`]: TLS and mTLS on the gRPC port, handshakes off the accept loop.
+//! - [`reload`]: the keyring and TLS files re-read every interval, so keys and certificates
+//!   rotate without a restart.
 //! - [`observe`]: refresh outcomes counted and appended to the per-client audit.
 //! - [`admin`]: the admin HTTP port (`/metrics`, Prometheus text format).
-//! - [`run`]: serves until the shutdown future resolves, then drains in-flight RPCs.
 
 #![forbid(unsafe_code)]
 
@@ -35,15 +44,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use telemetry::metrics::MetricsRegistry;
-use token_core::{Clock, Keyring, Lifetimes, SyncedClock, TokenService};
+use token_core::{Clock, Keyring, SyncedClock, TokenService};
 use token_proto::v1::client_registry_server::ClientRegistryServer;
 use token_proto::v1::token_service_server::TokenServiceServer;
-use token_store::{AuditConfig, AuditLog, RedisStore, StoreConfig};
+use token_store::{AuditLog, RedisStore};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 pub use config::{Cli, Command, Config, ConfigError};
 
@@ -84,54 +95,48 @@ pub enum ServerError {
 /// The `service.name` of this binary's traces and metrics.
 pub const SERVICE_NAME: &str = "token-server";
 
-/// The tunables of an [`App`] besides its store, keyring and clock.
-#[derive(Debug, Clone, Copy)]
-pub struct AppOptions {
-    pub lifetimes: Lifetimes,
-    pub client_cache_ttl: Duration,
-    pub health_interval: Duration,
-    pub shutdown_timeout: Duration,
-    pub max_concurrent_calls: usize,
-    pub audit: AuditConfig,
-    /// Serve even though Redis's maxmemory-policy can evict keys (`--redis-allow-eviction`).
-    pub allow_evicting_redis: bool,
-}
-
 type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Everything [`run`] needs, assembled from a [`Config`] or by tests.
+/// Everything [`run`] needs: the service wired from a [`Config`] ([`App::new`]) and what it is
+/// exposed through. The binary builds it with [`App::from_config`], tests with [`App::new`]
+/// and the `with_*` methods, so both serve the same wiring.
 pub struct App {
+    /// The use cases; tests read the store through it.
     pub service: Arc<TokenService<RedisStore>>,
-    pub store: RedisStore,
+    /// The refresh audit; tests flush it before arming a fault.
+    pub audit: AuditLog,
+    store: RedisStore,
     /// The clock every decision reads; the health watcher keeps it in step with Redis's.
     clock: Arc<dyn Clock>,
-    /// See [`AppOptions::allow_evicting_redis`].
+    /// Serve even though Redis's maxmemory-policy can evict keys (`--redis-allow-eviction`).
     allow_evicting_redis: bool,
-    pub health_interval: Duration,
-    pub shutdown_timeout: Duration,
+    /// How often the health watcher looks at Redis.
+    health_interval: Duration,
+    /// Bounds the drain of in-flight calls, and then the audit flush.
+    shutdown_timeout: Duration,
     /// Shared by the token services' calls; see [`overload`].
-    pub limit: overload::Limit,
+    limit: overload::Limit,
     /// This instance's metrics, served on the admin port.
-    pub metrics: Arc<MetricsRegistry>,
-    pub audit: AuditLog,
-    /// Appends queued audit events; [`run`] runs it.
+    metrics: Arc<MetricsRegistry>,
+    /// Appends queued audit events; [`run`] runs it until the audit is flushed.
     audit_writer: Option<Task>,
     /// Where to serve `/metrics`; none when `None`.
-    pub admin_listener: Option<TcpListener>,
+    admin_listener: Option<TcpListener>,
     /// Where to serve grpc.health.v1 alone, in plaintext; none when `None`.
     health_listener: Option<TcpListener>,
     /// TLS on the gRPC port and how often its files are checked; plaintext when `None`.
     tls: Option<(Arc<tls::ReloadingTls>, Duration)>,
     /// Who may call the operator RPCs (nobody unless set).
     operators: authz::OperatorPolicy,
-    /// Serve gRPC reflection (on by default).
+    /// Serve gRPC reflection (`--reflection`).
     reflection: bool,
     /// The keyring file, re-read every interval so keys rotate without a restart.
     keyring_file: Option<(Arc<reload::KeyringFile>, Duration)>,
 }
 
 impl App {
-    /// Builds the app from configuration: reads the keyring, creates the Redis pool.
+    /// Builds the binary's app: validates the configuration, reads the keyring, the operator
+    /// policy and the TLS files, then wires the rest as [`App::new`] does.
     pub fn from_config(config: &Config) -> Result<Self, ServerError> {
         config.validate()?;
         let path = config.keyring.clone().ok_or(ConfigError::MissingKeyring)?;
@@ -145,32 +150,57 @@ impl App {
             path: shown,
             source,
         })?;
-        let keyring_text = text;
         let operators = match &config.operator_policy {
             Some(path) => authz::OperatorPolicy::load(path)?,
             None => authz::OperatorPolicy::deny_all(),
         };
-        let mut app = Self::new(
-            &config.store(),
-            keyring,
-            Arc::new(SyncedClock::default()),
-            AppOptions {
-                lifetimes: config.lifetimes(),
-                client_cache_ttl: config.client_cache_ttl,
-                health_interval: config.health_interval,
-                shutdown_timeout: config.shutdown_timeout,
-                max_concurrent_calls: config.max_concurrent_calls,
-                audit: config.audit(),
-                allow_evicting_redis: config.redis_allow_eviction,
-            },
-        )?
-        .with_operator_policy(operators)
-        .with_reflection(config.reflection);
-        app = app.with_keyring_file(path, keyring_text, config.keyring_reload_interval);
+        let mut app = Self::new(config, keyring, Arc::new(SyncedClock::default()))?
+            .with_operator_policy(operators)
+            .with_keyring_file(path, text, config.keyring_reload_interval);
         if let Some(files) = config.tls_files() {
             app = app.with_tls(tls::ReloadingTls::load(files)?, config.tls_reload_interval);
         }
         Ok(app)
+    }
+
+    /// The one wiring of store, metrics, audit and service from `config`, with `keyring` and
+    /// `clock` given (tests pass an in-memory keyring and a manual clock). Plaintext, no
+    /// admin or health-only listener, operator RPCs refused: the `with_*` methods add those.
+    /// Does not validate `config` (tests use settings the binary refuses).
+    pub fn new(
+        config: &Config,
+        keyring: Keyring,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
+        let metrics = Arc::new(MetricsRegistry::new(SERVICE_NAME, None));
+        let meter = metrics.meter(SERVICE_NAME);
+        let store = RedisStore::new(&config.store())?.with_metrics(&meter);
+        let (audit, audit_writer) =
+            AuditLog::new(store.clone(), config.audit(), clock.clone(), &meter);
+        let recorder = observe::RefreshRecorder::new(&meter, audit.clone());
+        let service = Arc::new(
+            TokenService::new(store.clone(), keyring, clock.clone(), config.lifetimes())
+                .with_client_cache(config.client_cache_ttl)
+                .with_refresh_observer(Arc::new(recorder)),
+        );
+        Ok(Self {
+            service,
+            audit,
+            store,
+            clock,
+            allow_evicting_redis: config.redis_allow_eviction,
+            health_interval: config.health_interval,
+            shutdown_timeout: config.shutdown_timeout,
+            limit: overload::Limit::new(config.max_concurrent_calls),
+            metrics,
+            audit_writer: Some(Box::pin(audit_writer)),
+            admin_listener: None,
+            health_listener: None,
+            tls: None,
+            operators: authz::OperatorPolicy::deny_all(),
+            reflection: config.reflection,
+            keyring_file: None,
+        })
     }
 
     /// How the app is exposed, for the startup log line.
@@ -214,12 +244,6 @@ impl App {
         self
     }
 
-    /// Whether to serve gRPC reflection.
-    pub fn with_reflection(mut self, on: bool) -> Self {
-        self.reflection = on;
-        self
-    }
-
     /// Serves grpc.health.v1 alone on `listener` too, in plaintext: for probes that cannot
     /// speak TLS when the main port has it.
     pub fn with_health_listener(mut self, listener: TcpListener) -> Self {
@@ -231,43 +255,6 @@ impl App {
     pub fn with_admin_listener(mut self, listener: TcpListener) -> Self {
         self.admin_listener = Some(listener);
         self
-    }
-
-    pub fn new(
-        store_config: &StoreConfig,
-        keyring: Keyring,
-        clock: Arc<dyn Clock>,
-        options: AppOptions,
-    ) -> Result<Self, ServerError> {
-        let metrics = Arc::new(MetricsRegistry::new(SERVICE_NAME, None));
-        let meter = metrics.meter(SERVICE_NAME);
-        let store = RedisStore::new(store_config)?.with_metrics(&meter);
-        let (audit, audit_writer) =
-            AuditLog::new(store.clone(), options.audit, clock.clone(), &meter);
-        let recorder = observe::RefreshRecorder::new(&meter, audit.clone());
-        let service = Arc::new(
-            TokenService::new(store.clone(), keyring, clock.clone(), options.lifetimes)
-                .with_client_cache(options.client_cache_ttl)
-                .with_refresh_observer(Arc::new(recorder)),
-        );
-        Ok(Self {
-            service,
-            store,
-            clock,
-            allow_evicting_redis: options.allow_evicting_redis,
-            health_interval: options.health_interval,
-            shutdown_timeout: options.shutdown_timeout,
-            limit: overload::Limit::new(options.max_concurrent_calls),
-            metrics,
-            audit,
-            audit_writer: Some(Box::pin(audit_writer)),
-            admin_listener: None,
-            health_listener: None,
-            tls: None,
-            operators: authz::OperatorPolicy::deny_all(),
-            reflection: true,
-            keyring_file: None,
-        })
     }
 }
 
@@ -286,21 +273,109 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
     }
 }
 
+/// How far shutdown has gone. [`run`] publishes it on one `watch` channel that every task it
+/// starts listens to; it only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Serving,
+    /// The shutdown future resolved: health says NOT_SERVING, the gRPC and admin servers
+    /// accept nothing new and finish what is in flight, the health watcher stops.
+    Draining,
+    /// The gRPC server is done and the audit flushed: every remaining task ends.
+    Stopped,
+}
+
+/// Moves `phase` forward to `to`; never back.
+fn advance(phase: &watch::Sender<Phase>, to: Phase) {
+    phase.send_if_modified(|now| {
+        let later = to > *now;
+        if later {
+            *now = to;
+        }
+        later
+    });
+}
+
+/// The tasks of one [`run`] and their shutdown, shaped as mini-redis's server: one signal
+/// every task listens to (`phase`), and one "drained" channel of which every task holds a
+/// sender, so that `drained.recv()` returns `None` once the last task has ended.
+struct Tasks {
+    phase: watch::Sender<Phase>,
+    drained_tx: mpsc::Sender<()>,
+    drained: mpsc::Receiver<()>,
+}
+
+impl Tasks {
+    fn new() -> Self {
+        let (drained_tx, drained) = mpsc::channel(1);
+        Self {
+            phase: watch::Sender::new(Phase::Serving),
+            drained_tx,
+            drained,
+        }
+    }
+
+    /// Resolves once shutdown has reached `phase`.
+    fn reached(&self, phase: Phase) -> impl Future<Output = ()> + Send + 'static {
+        let mut current = self.phase.subscribe();
+        async move {
+            // The sender lives in `self` until every task has ended, so no error here.
+            let _ = current.wait_for(|now| *now >= phase).await;
+        }
+    }
+
+    /// Runs `task` until it ends; with `stop_at`, at the latest until shutdown reaches that
+    /// phase (for tasks that never end by themselves).
+    fn spawn(&self, stop_at: Option<Phase>, task: impl Future<Output = ()> + Send + 'static) {
+        let stop = stop_at.map(|phase| self.reached(phase));
+        let drained = self.drained_tx.clone();
+        tokio::spawn(async move {
+            match stop {
+                Some(stop) => {
+                    tokio::select! {
+                        () = task => {}
+                        () = stop => {}
+                    }
+                }
+                None => task.await,
+            }
+            drop(drained);
+        });
+    }
+
+    fn advance(&self, to: Phase) {
+        advance(&self.phase, to);
+    }
+
+    /// Ends every task and waits until each has.
+    async fn stop(self) {
+        let Self {
+            phase,
+            drained_tx,
+            mut drained,
+        } = self;
+        phase.send_replace(Phase::Stopped);
+        drop(drained_tx);
+        let _ = drained.recv().await;
+    }
+}
+
 /// Serves the token service, health and reflection on `listener` until `shutdown` resolves;
-/// then reports NOT_SERVING, stops accepting, and waits up to the app's shutdown timeout for
-/// in-flight RPCs to finish.
+/// then reports NOT_SERVING, stops accepting, waits up to the app's shutdown timeout for
+/// in-flight RPCs to finish, writes the queued audit and stops every task it started.
 pub async fn run(
     listener: TcpListener,
     mut app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    // Redis's clock and eviction policy before the first call: a Redis that can evict is
-    // refused here (unless overridden); one that does not answer yet is watched below.
+    // Everything that can refuse to start comes before the first task.
     let store_watch = health::StoreWatch {
         store: app.store.clone(),
         clock: app.clock.clone(),
         allow_evicting: app.allow_evicting_redis,
     };
+    // Redis's clock and eviction policy before the first call: a Redis that can evict is
+    // refused here (unless overridden); one that does not answer yet is watched below.
     if let Some(report) = store_watch.check().await
         && report.evicting()
         && !app.allow_evicting_redis
@@ -309,106 +384,88 @@ pub async fn run(
             policy: report.policy,
         });
     }
-    let audit_writer = app.audit_writer.take().map(tokio::spawn);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health_reporter, ServingStatus::NotServing).await;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let watcher = tokio::spawn(store_watch.run(
-        health_reporter.clone(),
-        app.health_interval,
-        stop_rx.clone(),
-    ));
+    let services = services(&app, health_service.clone())?;
+    warn_if_bearer_in_plaintext(&app, &listener);
 
-    // grpcurl before 1.8.8 speaks only v1alpha; newer clients try v1 first.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(token_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let (reflection_v1, reflection_v1alpha) = if app.reflection {
-        (
-            Some(reflection().build_v1()?),
-            Some(reflection().build_v1alpha()?),
-        )
-    } else {
-        (None, None)
-    };
-    let loopback = listener
-        .local_addr()
-        .is_ok_and(|addr| addr.ip().is_loopback());
-    if app.operators.has_bearer_credentials() && app.tls.is_none() && !loopback {
-        tracing::warn!(
-            "the operator policy names bearer credentials but the port is plaintext: \
-             anyone on the network path can read them; configure --tls-cert"
+    let tasks = Tasks::new();
+    // The health watcher flips SERVING / NOT_SERVING until the drain starts; then health
+    // stays NOT_SERVING.
+    tasks.spawn(
+        None,
+        store_watch.run(
+            health_reporter.clone(),
+            app.health_interval,
+            tasks.reached(Phase::Draining),
+        ),
+    );
+    if let Some(writer) = app.audit_writer.take() {
+        // Runs through the drain: the audit flush after it needs the writer.
+        tasks.spawn(Some(Phase::Stopped), writer);
+    }
+    if let Some(listener) = app.admin_listener.take() {
+        let admin = admin::serve(
+            listener,
+            app.metrics.clone(),
+            tasks.reached(Phase::Draining),
         );
+        tasks.spawn(None, async move {
+            if let Err(err) = admin.await {
+                tracing::warn!(error = %err, "admin server failed");
+            }
+        });
+    }
+    if let Some(listener) = app.health_listener.take() {
+        // Serves until the main server is done, so probes see NOT_SERVING during the drain;
+        // not drained itself, since a Watch stream would hold it open forever.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = Server::builder()
+            .add_service(health_service)
+            .serve_with_incoming(incoming);
+        tasks.spawn(Some(Phase::Stopped), async move {
+            let _ = server.await;
+        });
+    }
+    if let Some((file, interval)) = &app.keyring_file {
+        let file = file.clone();
+        let reloads = reload::every(*interval, move || {
+            file.reload_if_changed();
+        });
+        tasks.spawn(Some(Phase::Stopped), reloads);
     }
 
+    let meter = app.metrics.meter(SERVICE_NAME);
+    // `Server::layer` wraps every route; the first layer added is the outermost.
+    let router = Server::builder()
+        // Outermost: the span and duration cover every answer, the inner layers' refusals
+        // included, and continue the caller's trace.
+        .layer(rpc_trace::RpcTraceLayer::new(&meter))
+        // Inside the span, so its DEADLINE_EXCEEDED is traced; outside the gate and the
+        // services, so it bounds everything below it.
+        .layer(deadline::DeadlineLayer)
+        // Refuses operator RPCs before any request body is read or decoded; inside the span
+        // and the deadline, so a refusal is traced and bounded like any answer.
+        .layer(authz::OperatorGateLayer::new(app.operators.clone()))
+        // Innermost: turns the services' own decode errors into the contract's
+        // MALFORMED_REQUEST, so it must see their answers before anything else does.
+        .layer(limits::MalformedRequestLayer)
+        .add_routes(services);
+
     let signal = {
-        let stop_tx = stop_tx.clone();
+        let draining = tasks.phase.clone();
         let reporter = health_reporter.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight RPCs");
-            let _ = stop_tx.send(true);
+            advance(&draining, Phase::Draining);
             health::set_all(&reporter, ServingStatus::NotServing).await;
         }
     };
-
-    let admin = app.admin_listener.take().map(|listener| {
-        let mut stopped = stop_rx.clone();
-        tokio::spawn(admin::serve(listener, app.metrics.clone(), async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }))
-    });
-    // Serves until the main server is done (aborted below), so probes see NOT_SERVING during
-    // the drain; not drained itself, since a Watch stream would hold it open forever.
-    let health_only = app.health_listener.take().map(|listener| {
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        tokio::spawn(
-            Server::builder()
-                .add_service(health_service.clone())
-                .serve_with_incoming(incoming),
-        )
-    });
-    let meter = app.metrics.meter(SERVICE_NAME);
-    // Outermost first. The span sees every answer, the layers' own included; the deadline
-    // comes next so that it bounds everything below it and its answer is traced; the operator
-    // gate refuses before any decoding; malformed-request rewriting sits nearest the services,
-    // whose decode errors it turns into the contract's status.
-    let router = Server::builder()
-        .layer(rpc_trace::RpcTraceLayer::new(&meter))
-        .layer(deadline::DeadlineLayer)
-        .layer(authz::OperatorGateLayer::new(app.operators.clone()))
-        .layer(limits::MalformedRequestLayer)
-        .add_service(health_service)
-        .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
-        .add_service(
-            app.limit.wrap(
-                TokenServiceServer::new(api::TokenServiceApi::new(
-                    app.service.clone(),
-                    app.audit.clone(),
-                ))
-                .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
-            ),
-        )
-        .add_service(
-            app.limit.wrap(
-                ClientRegistryServer::new(api::ClientRegistryApi::new(app.service.clone()))
-                    .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
-            ),
-        );
-    let mut tls_watcher = None;
-    let keyring_watcher = app.keyring_file.as_ref().map(|(file, interval)| {
-        let file = file.clone();
-        reload::every(*interval, move || {
-            file.reload_if_changed();
-        })
-    });
     let serve: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match &app.tls {
             Some((tls, reload_interval)) => {
-                tls_watcher = Some(tls.watch(*reload_interval));
+                tasks.spawn(Some(Phase::Stopped), tls.watch(*reload_interval));
                 Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal))
             }
             None => {
@@ -419,30 +476,23 @@ pub async fn run(
                 Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
             }
         };
-
-    let mut stopped = stop_rx;
-    let drain_deadline = async {
-        let _ = stopped.wait_for(|s| *s).await;
-        tokio::time::sleep(app.shutdown_timeout).await;
+    let drain_deadline = {
+        let draining = tasks.reached(Phase::Draining);
+        async move {
+            draining.await;
+            tokio::time::sleep(app.shutdown_timeout).await;
+        }
     };
     let result = tokio::select! {
         result = serve => result.map_err(ServerError::from),
-        _ = drain_deadline => {
+        () = drain_deadline => {
             tracing::warn!(timeout = ?app.shutdown_timeout, "shutdown timeout passed with RPCs in flight");
             Ok(())
         }
     };
-    let _ = stop_tx.send(true);
-    let _ = watcher.await;
-    for watcher in [tls_watcher, keyring_watcher].into_iter().flatten() {
-        watcher.abort();
-    }
-    if let Some(admin) = admin {
-        let _ = admin.await;
-    }
-    if let Some(health_only) = health_only {
-        health_only.abort();
-    }
+
+    // Also when serving failed without a signal: the watcher and the admin server stop.
+    tasks.advance(Phase::Draining);
     // The audit of the calls just drained, written before the process goes.
     if tokio::time::timeout(app.shutdown_timeout, app.audit.flush())
         .await
@@ -450,9 +500,49 @@ pub async fn run(
     {
         tracing::warn!("refresh audit not written before shutdown; queued events are lost");
     }
-    if let Some(writer) = audit_writer {
-        writer.abort();
-    }
+    tasks.stop().await;
     app.metrics.flush();
     result
+}
+
+/// Every gRPC service this instance serves, before the layers [`run`] puts in front of them.
+fn services(app: &App, health: HealthServer<impl Health>) -> Result<Routes, ServerError> {
+    let mut routes = RoutesBuilder::default();
+    routes.add_service(health);
+    if app.reflection {
+        // grpcurl before 1.8.8 speaks only v1alpha; newer clients try v1 first.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(token_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        routes.add_service(reflection().build_v1()?);
+        routes.add_service(reflection().build_v1alpha()?);
+    }
+    let token_service = TokenServiceServer::new(api::TokenServiceApi::new(
+        app.service.clone(),
+        app.audit.clone(),
+    ))
+    .max_decoding_message_size(limits::MAX_REQUEST_BYTES);
+    let client_registry =
+        ClientRegistryServer::new(api::ClientRegistryApi::new(app.service.clone()))
+            .max_decoding_message_size(limits::MAX_REQUEST_BYTES);
+    // The concurrency limit wraps only the token services: health and reflection answer
+    // even while calls are shed.
+    routes.add_service(app.limit.wrap(token_service));
+    routes.add_service(app.limit.wrap(client_registry));
+    Ok(routes.routes())
+}
+
+/// A bearer credential on a plaintext port beyond loopback can be read off the wire.
+fn warn_if_bearer_in_plaintext(app: &App, listener: &TcpListener) {
+    let loopback = listener
+        .local_addr()
+        .is_ok_and(|addr| addr.ip().is_loopback());
+    if app.operators.has_bearer_credentials() && app.tls.is_none() && !loopback {
+        tracing::warn!(
+            "the operator policy names bearer credentials but the port is plaintext: \
+             anyone on the network path can read them; configure --tls-cert"
+        );
+    }
 }

@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use token_core::{Keyring, TokenService};
 use token_store::RedisStore;
-use tokio::task::JoinHandle;
 
 /// Runs `check` every `interval` (first after one interval), off the runtime's workers since
-/// it reads files, until the returned task is aborted.
-pub fn every(interval: Duration, check: impl Fn() + Send + Sync + 'static) -> JoinHandle<()> {
+/// it reads files, until the returned future is dropped.
+pub fn every(
+    interval: Duration,
+    check: impl Fn() + Send + Sync + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
     let check = Arc::new(check);
-    tokio::spawn(async move {
+    async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
@@ -26,7 +28,7 @@ pub fn every(interval: Duration, check: impl Fn() + Send + Sync + 'static) -> Jo
             let check = check.clone();
             let _ = tokio::task::spawn_blocking(move || check()).await;
         }
-    })
+    }
 }
 
 /// The keyring file of a running service.

@@ -146,8 +146,11 @@ impl ReloadingTls {
         }
     }
 
-    /// Checks the files every `interval` until the task is aborted.
-    pub fn watch(self: &Arc<Self>, interval: Duration) -> JoinHandle<()> {
+    /// Checks the files every `interval` until the returned future is dropped.
+    pub fn watch(
+        self: &Arc<Self>,
+        interval: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let tls = self.clone();
         crate::reload::every(interval, move || {
             tls.reload_if_changed();

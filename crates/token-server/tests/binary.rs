@@ -24,19 +24,12 @@ const OPERATOR_CREDENTIAL: &str = "binary-test-operator-credential-1f8e2c";
 /// Writes an operator policy naming [`OPERATOR_CREDENTIAL`] by its SHA-256.
 fn operator_policy(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("operators.toml");
-    let policy = format!(
-        "[[operator]]\nname = \"binary test\"\nbearer_sha256 = \"{}\"\n",
-        token_server::authz::bearer_sha256_hex(OPERATOR_CREDENTIAL)
+    let policy = test_support::bearer_policy_toml(
+        "binary test",
+        &token_server::authz::bearer_sha256_hex(OPERATOR_CREDENTIAL),
     );
     std::fs::write(&path, policy).unwrap();
     path
-}
-
-/// Adds the operator's bearer credential to every call.
-fn as_operator(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    let value = format!("Bearer {OPERATOR_CREDENTIAL}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
 }
 
 /// Everything secret the workload saw, to be searched for in the log.
@@ -109,7 +102,8 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
         .await
         .expect_err("no operator credential");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator);
+    let as_operator = test_support::bearer(OPERATOR_CREDENTIAL);
+    let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator.clone());
     let mut tokens = TokenServiceClient::with_interceptor(channel, as_operator);
     let mut secrets = Secrets::default();
     secrets.0.push(key_secret);
@@ -268,7 +262,8 @@ async fn exports_traces_and_metrics_over_otlp_and_logs_json_lines_with_trace_ids
         .spawn()
         .expect("token-server starts");
     let channel = serving_channel(&addr).await;
-    let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator);
+    let as_operator = test_support::bearer(OPERATOR_CREDENTIAL);
+    let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator.clone());
     let mut tokens = TokenServiceClient::with_interceptor(channel, as_operator);
     let created = registry
         .create_client(pb::CreateClientRequest {

@@ -38,12 +38,19 @@ pub struct AuditConfig {
     pub queue_capacity: usize,
 }
 
+/// [`AuditConfig::retention`] unless configured (`--audit-retention`).
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// [`AuditConfig::max_events_per_client`] unless configured (`--audit-max-events`).
+pub const DEFAULT_AUDIT_MAX_EVENTS: u64 = 10_000;
+/// [`AuditConfig::queue_capacity`]; not a flag.
+pub const DEFAULT_AUDIT_QUEUE_CAPACITY: usize = 65_536;
+
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
-            retention: Duration::from_secs(7 * 86_400),
-            max_events_per_client: 10_000,
-            queue_capacity: 65_536,
+            retention: DEFAULT_AUDIT_RETENTION,
+            max_events_per_client: DEFAULT_AUDIT_MAX_EVENTS,
+            queue_capacity: DEFAULT_AUDIT_QUEUE_CAPACITY,
         }
     }
 }

@@ -66,11 +66,17 @@ pub struct ReplicaWait {
 }
 
 impl ReplicaWait {
-    /// One replica within 250 ms where the topology has replicas (Sentinel, Cluster).
+    /// Replicas waited for where the topology has them (`--redis-wait-replicas`).
+    pub const DEFAULT_REPLICAS: u32 = 1;
+    /// The longest a revocation waits for them (`--redis-wait-timeout`).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+
+    /// [`Self::DEFAULT_REPLICAS`] within [`Self::DEFAULT_TIMEOUT`] where the topology has
+    /// replicas (Sentinel, Cluster); no wait on one node.
     pub fn default_for(url: &str) -> Option<Self> {
         Topology::of_url(url).has_replicas().then_some(Self {
-            replicas: 1,
-            timeout: Duration::from_millis(250),
+            replicas: Self::DEFAULT_REPLICAS,
+            timeout: Self::DEFAULT_TIMEOUT,
         })
     }
 }

@@ -4,8 +4,9 @@
 #![allow(dead_code)] // Each test file uses a different subset.
 
 use std::time::Duration;
+use test_support::harness;
 
-use e2e::{RedisServer, ServerOptions, TestClient, TestServer};
+use test_support::harness::{RedisServer, ServerOptions, TestClient, TestServer};
 use token_client::{ClientConfig, TokenClient, pb};
 
 pub struct Fixture {
@@ -22,7 +23,7 @@ pub async fn fixture(options: ServerOptions) -> Fixture {
 
 impl Fixture {
     pub async fn client(&self, client_type: &str, reuse_policy: &str) -> TestClient {
-        e2e::register_client(
+        harness::register_client(
             &mut self.server.registry().await,
             client_type,
             reuse_policy,
@@ -46,7 +47,7 @@ pub fn issue_request(client: &TestClient) -> pb::IssueTokenPairRequest {
 }
 
 pub fn refresh_request(client: &TestClient, refresh_token: &str) -> pb::RefreshTokenPairRequest {
-    e2e::refresh_request(client, refresh_token)
+    harness::refresh_request(client, refresh_token)
 }
 
 /// Waits until `sdk` has sent at least `at_least` RPC attempts: the SDK publishes each one, so

@@ -8,15 +8,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use test_support::ServingStatus;
 use test_support::free_port;
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_token-server");
 
@@ -44,9 +42,9 @@ impl Setup {
         let policy = dir.path().join("operators.toml");
         std::fs::write(
             &policy,
-            format!(
-                "[[operator]]\nname = \"process test\"\nbearer_sha256 = \"{}\"\n",
-                token_server::authz::bearer_sha256_hex(OPERATOR_CREDENTIAL)
+            test_support::bearer_policy_toml(
+                "process test",
+                &token_server::authz::bearer_sha256_hex(OPERATOR_CREDENTIAL),
             ),
         )
         .unwrap();
@@ -117,20 +115,14 @@ pub async fn connect(addr: &str) -> Option<Channel> {
 /// Readiness probe: the server reports NOT_SERVING until its first look at Redis succeeds.
 /// `false` if it never reports SERVING (20 s).
 pub async fn wait_until_serving(channel: Channel) -> bool {
-    let mut health = HealthClient::new(channel);
-    for _ in 0..400 {
-        let status = health
-            .check(HealthCheckRequest {
-                service: "tokens.v1.TokenService".to_owned(),
-            })
-            .await
-            .map(|r| r.into_inner().status);
-        if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    let limit = Duration::from_secs(20);
+    test_support::wait_for_health(
+        channel,
+        "tokens.v1.TokenService",
+        ServingStatus::Serving,
+        limit,
+    )
+    .await
 }
 
 /// A channel to a server that is starting, once it reports SERVING; a panic if it never does.

@@ -1,5 +1,6 @@
-//! Harness for the end-to-end tests in `tests/tests/`: token servers started in-process on
-//! `127.0.0.1:0` against real `redis-server` processes, and gRPC clients over real sockets.
+//! In-process token servers on `127.0.0.1:0` against real `redis-server` processes, and gRPC
+//! clients over real sockets: the harness of the end-to-end tests (`tests/`) and of the SDK,
+//! gateway and bench crates' tests (feature `harness`).
 //!
 //! # Layout
 //! - [`TestServer`]: one token-server instance; several may share one Redis.
@@ -10,8 +11,6 @@
 //! - [`gateway`]: the HTTP gateway in-process in front of a token server ([`TestGateway`]).
 //! - [`load`]: callers refreshing through the SDK while a test disturbs the deployment.
 
-#![forbid(unsafe_code)]
-
 pub mod gateway;
 pub mod load;
 
@@ -21,45 +20,55 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
+pub use crate::ServingStatus;
 use token_core::{Clock, Keyring, Lifetimes, SyncedClock, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
+use token_server::App;
 use token_server::authz::OperatorPolicy;
+use token_server::config::{
+    Config, DEFAULT_CLIENT_CACHE_TTL, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_REDIS_POOL_SIZE,
+    DEFAULT_REFLECTION,
+};
 use token_server::tls::{ReloadingTls, TlsFiles};
-use token_server::{App, AppOptions};
-use token_store::{AuditConfig, AuditLog, RedisStore, ReplicaWait, StoreConfig};
+use token_store::audit::{DEFAULT_AUDIT_MAX_EVENTS, DEFAULT_AUDIT_RETENTION};
+use token_store::{AuditLog, DEFAULT_HIGH_WATER_PERMILLE, RedisStore};
 use tokio::net::TcpListener;
 use tokio::sync::{Barrier, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic_health::pb::HealthCheckRequest;
-pub use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
 
+pub use crate::RedisServer;
 pub use gateway::TestGateway;
-pub use test_support::RedisServer;
 
 /// One keyring for every server of a test process, so instances verify each other's tokens.
 pub static KEYRING: LazyLock<Keyring> =
     LazyLock::new(|| Keyring::parse(&Keyring::generate_line("test1")).expect("test keyring"));
 
-/// How a test server runs.
+/// How a test server runs: the settings tests vary, each defaulting to the binary's default
+/// (the `DEFAULT_*` constants) unless a test needs otherwise, which its field says.
 #[derive(Clone)]
 pub struct ServerOptions {
     pub lifetimes: Lifetimes,
     pub clock: Arc<dyn Clock>,
     pub keyring: Keyring,
+    /// `t:`, not the binary's `tok:`, so a test's keys are told from anything else's.
     pub key_prefix: String,
+    /// 5 s, longer than the binary's 1 s: a busy test machine is slow, not faulty.
     pub redis_timeout: Duration,
     pub pool_size: usize,
     /// The production default, 1 s: tests see what operators get.
     pub client_cache_ttl: Duration,
     pub max_concurrent_calls: usize,
-    /// How often the server pings Redis for its health status.
+    /// How often the server looks at Redis for its health status: 100 ms, so health tests
+    /// see a change soon.
     pub health_interval: Duration,
-    pub audit: AuditConfig,
+    /// `--audit-retention`.
+    pub audit_retention: Duration,
+    /// `--audit-max-events`.
+    pub audit_max_events: u64,
     /// Serve `/metrics` on a loopback port too ([`TestServer::admin_addr`]).
     pub admin: bool,
     /// Who may call the operator RPCs; everyone unless a test says otherwise.
@@ -87,18 +96,19 @@ impl Default for ServerOptions {
             keyring: KEYRING.clone(),
             key_prefix: "t:".to_owned(),
             redis_timeout: Duration::from_secs(5),
-            pool_size: 8,
-            client_cache_ttl: Duration::from_secs(1),
-            max_concurrent_calls: 2048,
+            pool_size: DEFAULT_REDIS_POOL_SIZE,
+            client_cache_ttl: DEFAULT_CLIENT_CACHE_TTL,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             health_interval: Duration::from_millis(100),
-            audit: AuditConfig::default(),
+            audit_retention: DEFAULT_AUDIT_RETENTION,
+            audit_max_events: DEFAULT_AUDIT_MAX_EVENTS,
             admin: false,
             operators: OperatorPolicy::allow_all(),
             tls: None,
-            reflection: true,
+            reflection: DEFAULT_REFLECTION,
             keyring_file: None,
             health_listener: false,
-            high_water_permille: token_store::DEFAULT_HIGH_WATER_PERMILLE,
+            high_water_permille: DEFAULT_HIGH_WATER_PERMILLE,
             allow_evicting_redis: false,
         }
     }
@@ -107,15 +117,45 @@ impl Default for ServerOptions {
 /// A policy naming one operator by the bearer credential it presents, as `make run` and the
 /// benchmark set it up.
 pub fn bearer_policy(credential: &str) -> OperatorPolicy {
-    OperatorPolicy::parse(&format!(
-        "[[operator]]\nname = \"bearer\"\nbearer_sha256 = \"{}\"\n",
-        token_server::authz::bearer_sha256_hex(credential)
+    OperatorPolicy::parse(&crate::bearer_policy_toml(
+        "bearer",
+        &token_server::authz::bearer_sha256_hex(credential),
     ))
     .expect("a valid policy")
 }
 
 /// How often a test server checks its TLS and keyring files for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a stopping test server drains (`--shutdown-timeout`; the binary's is 30 s).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ServerOptions {
+    /// The server's configuration, as the binary would read it from flags: what a test does
+    /// not set is the binary's default.
+    pub fn config(&self, redis_url: &str) -> Config {
+        Config {
+            redis_url: redis_url.to_owned(),
+            key_prefix: self.key_prefix.clone(),
+            redis_timeout: self.redis_timeout,
+            redis_pool_size: self.pool_size,
+            access_ttl: self.lifetimes.access_ttl,
+            refresh_idle_ttl: self.lifetimes.refresh_idle_ttl,
+            refresh_absolute_ttl: self.lifetimes.refresh_absolute_ttl,
+            grace_period: self.lifetimes.grace,
+            client_cache_ttl: self.client_cache_ttl,
+            max_concurrent_calls: self.max_concurrent_calls,
+            health_interval: self.health_interval,
+            shutdown_timeout: SHUTDOWN_TIMEOUT,
+            audit_retention: self.audit_retention,
+            audit_max_events: self.audit_max_events,
+            reflection: self.reflection,
+            redis_memory_high_water: self.high_water_permille,
+            redis_allow_eviction: self.allow_evicting_redis,
+            ..Config::default()
+        }
+    }
+}
 
 /// A token server running in this process on a loopback port.
 pub struct TestServer {
@@ -144,30 +184,10 @@ impl TestServer {
             Some(text) => Keyring::parse(text).expect("keyring file parses"),
             None => options.keyring.clone(),
         };
-        let mut app = App::new(
-            &StoreConfig {
-                url: redis_url.to_owned(),
-                pool_size: options.pool_size,
-                timeout: options.redis_timeout,
-                key_prefix: options.key_prefix.clone(),
-                replica_wait: ReplicaWait::default_for(redis_url),
-                high_water_permille: options.high_water_permille,
-            },
-            keyring,
-            options.clock.clone(),
-            AppOptions {
-                lifetimes: options.lifetimes,
-                client_cache_ttl: options.client_cache_ttl,
-                health_interval: options.health_interval,
-                shutdown_timeout: Duration::from_secs(10),
-                max_concurrent_calls: options.max_concurrent_calls,
-                audit: options.audit,
-                allow_evicting_redis: options.allow_evicting_redis,
-            },
-        )
-        .expect("cannot build the app")
-        .with_operator_policy(options.operators.clone())
-        .with_reflection(options.reflection);
+        // The binary's wiring (`App::new`), from the configuration the binary would read.
+        let mut app = App::new(&options.config(redis_url), keyring, options.clock.clone())
+            .expect("cannot build the app")
+            .with_operator_policy(options.operators.clone());
         if let (Some(path), Some(text)) = (&options.keyring_file, keyring_text) {
             app = app.with_keyring_file(path.clone(), text, RELOAD_INTERVAL);
         }
@@ -258,28 +278,13 @@ impl TestServer {
         ClientRegistryClient::new(self.channel().await)
     }
 
-    /// Waits until the server's overall health is `want`, following `grpc.health.v1` Watch:
-    /// the server pushes each change, so this is a readiness probe without polling. Bounded.
+    /// Waits until the server's overall health is `want` (see [`crate::wait_for_health`]).
     pub async fn wait_for_health(&self, want: ServingStatus) {
-        let mut health = HealthClient::new(self.channel().await);
-        let watched = async {
-            let mut updates = health
-                .watch(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .expect("health Watch")
-                .into_inner();
-            while let Some(update) = updates.message().await.expect("health stream") {
-                if update.status == want as i32 {
-                    return;
-                }
-            }
-            panic!("the health stream ended before {want:?}");
-        };
-        tokio::time::timeout(Duration::from_secs(30), watched)
-            .await
-            .unwrap_or_else(|_| panic!("health never became {want:?}"));
+        let limit = Duration::from_secs(30);
+        assert!(
+            crate::wait_for_health(self.channel().await, "", want, limit).await,
+            "health never became {want:?}"
+        );
     }
 
     /// Signals shutdown and waits for the server to drain and stop.
@@ -447,10 +452,8 @@ pub fn oauth_error(status: &tonic::Status) -> String {
 /// overruns is a panic that shows its output.
 pub async fn run_python(script: &str, input: &[u8], limit: Duration) -> Vec<u8> {
     use std::process::Stdio;
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(script);
-    let mut child = tokio::process::Command::new(test_support::tools_python())
+    let path = crate::workspace_root().join("tests/python").join(script);
+    let mut child = tokio::process::Command::new(crate::tools_python())
         .arg(&path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::TestServer;
+use super::TestServer;
 
 /// SDK settings for gateway tests: a few quick retries, and a deadline long enough that a
 /// slow test machine never turns into a failure.

@@ -9,7 +9,7 @@ use token_client::TokenClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{TestClient, refresh_request};
+use super::{TestClient, refresh_request};
 
 /// Running callers.
 pub struct RefreshLoad {
