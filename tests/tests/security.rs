@@ -538,7 +538,7 @@ async fn every_method_of_the_contract_is_public_or_refused_to_an_unnamed_caller(
     let server = TestServer::start(
         &redis.url(),
         ServerOptions {
-            operators: e2e::bearer_policy("someone-else-entirely"),
+            operators: harness::bearer_policy("someone-else-entirely"),
             ..ServerOptions::default()
         },
     )

@@ -58,7 +58,11 @@ struct Measured {
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let channels = setup::channels(&options.target.endpoint, options.channels).await?;
-    let clients: Vec<_> = channels.iter().cloned().map(TokenServiceClient::new).collect();
+    let clients: Vec<_> = channels
+        .iter()
+        .cloned()
+        .map(TokenServiceClient::new)
+        .collect();
     let bench_client = setup::register(
         setup::channel(&options.target.endpoint).await?,
         "revoke-family",

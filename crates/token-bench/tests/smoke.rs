@@ -109,7 +109,11 @@ async fn every_mode_prints_its_line_without_errors() {
     .await
     .unwrap();
     assert!(throughput.contains(" errors=0 "), "{throughput}");
-    for figure in ["echo_per_s=", "combined_ceiling_per_s=", "ratio_to_combined="] {
+    for figure in [
+        "echo_per_s=",
+        "combined_ceiling_per_s=",
+        "ratio_to_combined=",
+    ] {
         assert!(throughput.contains(figure), "no {figure} in {throughput}");
     }
 
