@@ -567,10 +567,23 @@ fn the_gateway_runs_beside_the_server_locked_down_probed_and_scraped() {
         assert_eq!((http, admin), (8080, 9091), "{name}");
         assert_eq!(named_port(container, "http"), http, "{name}");
         assert_eq!(named_port(container, "metrics"), admin, "{name}");
-        assert_eq!(service_port(objects, "token-gateway", "http"), http, "{name}");
-        assert_eq!(service_port(objects, "token-gateway", "metrics"), admin, "{name}");
-        let annotations = &gateway_deployment(objects)["spec"]["template"]["metadata"]["annotations"];
-        assert_eq!(annotations["prometheus.io/port"], admin.to_string(), "{name}");
+        assert_eq!(
+            service_port(objects, "token-gateway", "http"),
+            http,
+            "{name}"
+        );
+        assert_eq!(
+            service_port(objects, "token-gateway", "metrics"),
+            admin,
+            "{name}"
+        );
+        let annotations =
+            &gateway_deployment(objects)["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(
+            annotations["prometheus.io/port"],
+            admin.to_string(),
+            "{name}"
+        );
         assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
         assert_eq!(env["GATEWAY_LOG_FORMAT"], "json", "{name}");
 
@@ -592,7 +605,10 @@ fn the_gateway_runs_beside_the_server_locked_down_probed_and_scraped() {
         assert_eq!(readiness["port"], "http", "{name}");
         let liveness = &container["livenessProbe"]["httpGet"];
         assert!(liveness.is_object(), "{name}: no httpGet liveness probe");
-        assert_ne!(liveness["path"], "/healthz", "{name}: liveness follows the token server");
+        assert_ne!(
+            liveness["path"], "/healthz",
+            "{name}: liveness follows the token server"
+        );
         assert_eq!(liveness["port"], "metrics", "{name}");
 
         // Non-root, read-only, no privileges, bounded.
@@ -667,14 +683,22 @@ fn rules(policy: &Value, direction: &str) -> Vec<(Value, Vec<u64>)> {
 
 #[test]
 fn the_gateway_reaches_only_the_token_server_and_dns_and_the_server_admits_it() {
-    let gateway_pods = serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "token-gateway"}});
-    let server_pods = serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "token-server"}});
+    let gateway_pods =
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "token-gateway"}});
+    let server_pods =
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "token-server"}});
     for name in ["base", "dev", "production"] {
         let objects = rendering(name);
         let policy = find(objects, "NetworkPolicy", "token-gateway").expect("gateway policy");
         assert_eq!(policy["spec"]["podSelector"], gateway_pods, "{name}");
-        let ingress: Vec<u64> = rules(policy, "ingress").into_iter().flat_map(|r| r.1).collect();
-        assert!(ingress.contains(&8080) && ingress.contains(&9091), "{name}: {ingress:?}");
+        let ingress: Vec<u64> = rules(policy, "ingress")
+            .into_iter()
+            .flat_map(|r| r.1)
+            .collect();
+        assert!(
+            ingress.contains(&8080) && ingress.contains(&9091),
+            "{name}: {ingress:?}"
+        );
         let egress = rules(policy, "egress");
         assert!(!egress.is_empty(), "{name}");
         for (to, ports) in &egress {
@@ -698,7 +722,10 @@ fn the_gateway_reaches_only_the_token_server_and_dns_and_the_server_admits_it() 
                     .flatten()
                     .any(|peer| peer["podSelector"] == gateway_pods)
         });
-        assert!(admits_gateway, "{name}: token-server's policy does not admit the gateway");
+        assert!(
+            admits_gateway,
+            "{name}: token-server's policy does not admit the gateway"
+        );
     }
 }
 
@@ -709,9 +736,16 @@ fn the_alert_rules_are_also_a_prometheus_rule() {
     let monitoring = rendering("monitoring");
     let rule = find(monitoring, "PrometheusRule", "token-service").expect("PrometheusRule");
     assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
-    assert!(rule["spec"]["groups"].as_array().is_some_and(|g| g.len() >= 4));
+    assert!(
+        rule["spec"]["groups"]
+            .as_array()
+            .is_some_and(|g| g.len() >= 4)
+    );
     for name in ["base", "dev", "production"] {
-        assert!(all_of(rendering(name), "PrometheusRule").is_empty(), "{name}");
+        assert!(
+            all_of(rendering(name), "PrometheusRule").is_empty(),
+            "{name}"
+        );
     }
 }
 
@@ -721,16 +755,21 @@ fn the_dockerfile_builds_the_gateway_image_the_manifests_use() {
     assert!(dockerfile.contains("\nFROM ${RUNTIME_IMAGE} AS token-gateway\n"));
     assert!(dockerfile.contains("-p token-gateway"));
     let env = gateway_env(rendering("production"));
-    for key in ["GATEWAY_LISTEN", "GATEWAY_ADMIN_LISTEN", "GATEWAY_TOKEN_SERVICE"] {
+    for key in [
+        "GATEWAY_LISTEN",
+        "GATEWAY_ADMIN_LISTEN",
+        "GATEWAY_TOKEN_SERVICE",
+    ] {
         assert!(
             dockerfile.contains(&format!("{key}={}", env[key])),
             "Dockerfile ENV {key} differs from the ConfigMap's {}",
             env[key]
         );
     }
-    let uid = gateway_deployment(rendering("production"))["spec"]["template"]["spec"]
-        ["securityContext"]["runAsUser"]
-        .as_u64()
-        .unwrap();
+    let uid =
+        gateway_deployment(rendering("production"))["spec"]["template"]["spec"]["securityContext"]
+            ["runAsUser"]
+            .as_u64()
+            .unwrap();
     assert_eq!(uid, 65532);
 }

@@ -131,7 +131,10 @@ mod tests {
         let config = parse(&["--listen", "0.0.0.0:9000", "--rpc-attempts", "0"]);
         assert_eq!(config.listen.port(), 9000);
         assert!(matches!(config.validate(), Err(ConfigError::Zero(_))));
-        assert_eq!(parse(&["--admin-listen", "off"]).admin_listen, OptionalAddr(None));
+        assert_eq!(
+            parse(&["--admin-listen", "off"]).admin_listen,
+            OptionalAddr(None)
+        );
         let config = parse(&["--token-service", "127.0.0.1:50051"]);
         assert!(matches!(config.validate(), Err(ConfigError::Endpoint(_))));
     }

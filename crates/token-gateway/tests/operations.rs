@@ -51,10 +51,31 @@ fn names_in_exposition(text: &str) -> BTreeSet<String> {
 /// Grafana variables.
 fn metric_names(expr: &str) -> BTreeSet<String> {
     const KEYWORDS: &[&str] = &[
-        "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
-        "group_right", "inf", "nan", // aggregation operators, which may come before `by`:
-        "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-        "bottomk", "topk", "quantile",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "inf",
+        "nan", // aggregation operators, which may come before `by`:
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
     ];
     const GROUPING: &[&str] = &[
         "by",
@@ -188,7 +209,9 @@ impl Drop for Prometheus {
 fn start_prometheus(server_admin: &str, gateway_admin: &str) -> Prometheus {
     let binary = test_support::require_program("prometheus", INSTALL_HINT);
     let dir = tempfile::tempdir().unwrap();
-    let rules = repo_file("deploy/prometheus/alerts.yaml").canonicalize().unwrap();
+    let rules = repo_file("deploy/prometheus/alerts.yaml")
+        .canonicalize()
+        .unwrap();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}\n\
@@ -343,17 +366,17 @@ async fn every_metric_the_rules_and_the_dashboard_name_is_exported_and_scraped()
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no retries counter:\n{gateway_text}"));
-    assert!(
-        retries >= 1.0,
-        "the 503 came after a retry: {retries}"
-    );
+    assert!(retries >= 1.0, "the 503 came after a retry: {retries}");
     // No client id, token or secret in any label.
     for secret in [
         &client.client_id,
         &client.client_secret,
         &pairs[0].refresh_token,
     ] {
-        assert!(!gateway_text.contains(secret.as_str()), "{secret} in gateway metrics");
+        assert!(
+            !gateway_text.contains(secret.as_str()),
+            "{secret} in gateway metrics"
+        );
     }
 
     let exported: BTreeSet<String> = names_in_exposition(&server_text)
@@ -396,7 +419,10 @@ async fn every_metric_the_rules_and_the_dashboard_name_is_exported_and_scraped()
         wanted.extend(metric_names(query));
     }
     let wanted: BTreeSet<String> = wanted.difference(&recorded).cloned().collect();
-    assert!(wanted.len() >= 15, "the name scanner found too few: {wanted:?}");
+    assert!(
+        wanted.len() >= 15,
+        "the name scanner found too few: {wanted:?}"
+    );
     let missing: Vec<&String> = wanted.difference(&exported).collect();
     assert!(
         missing.is_empty(),
@@ -428,11 +454,7 @@ async fn every_metric_the_rules_and_the_dashboard_name_is_exported_and_scraped()
         not_scraped.is_empty(),
         "Prometheus never scraped {not_scraped:?}"
     );
-    let up = api(
-        &http,
-        format!("{}/api/v1/query?query=up", prometheus.base),
-    )
-    .await;
+    let up = api(&http, format!("{}/api/v1/query?query=up", prometheus.base)).await;
     for sample in up["result"].as_array().unwrap() {
         assert_eq!(sample["value"][1], "1", "target down: {sample}");
     }
