@@ -192,6 +192,18 @@ fn as_promql(query: &str) -> String {
         .replace("$namespace", ".*")
 }
 
+/// A child process killed when dropped (a failing test leaves none behind).
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A running Prometheus, killed when dropped.
 struct Prometheus {
     child: Child,
@@ -269,7 +281,7 @@ async fn every_metric_the_rules_and_the_dashboard_name_is_exported_and_scraped()
 
     let addr = format!("127.0.0.1:{}", free_port());
     let gateway_admin = format!("127.0.0.1:{}", free_port());
-    let mut gateway = Command::new(BINARY)
+    let gateway = Command::new(BINARY)
         .env("GATEWAY_LISTEN", &addr)
         .env("GATEWAY_ADMIN_LISTEN", &gateway_admin)
         .env("GATEWAY_TOKEN_SERVICE", server.endpoint())
@@ -281,6 +293,8 @@ async fn every_metric_the_rules_and_the_dashboard_name_is_exported_and_scraped()
         .stderr(Stdio::null())
         .spawn()
         .expect("token-gateway starts");
+    // Killed if the test fails before stopping it.
+    let mut gateway = KillOnDrop(Some(gateway));
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     wait_for_200(&http, &format!("{base}/healthz")).await;
@@ -478,15 +492,10 @@ async fn every_metric_the_rules_and_the_dashboard_name_is_exported_and_scraped()
         }
     }
 
-    let status = tokio::task::spawn_blocking(move || {
-        let _ = Command::new("kill")
-            .args(["-TERM", &gateway.id().to_string()])
-            .status();
-        gateway.wait()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let child = gateway.0.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || test_support::terminate(child))
+        .await
+        .unwrap();
     assert!(status.success(), "token-gateway exited with {status}");
     server.stop().await;
 }
