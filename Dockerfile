@@ -43,10 +43,12 @@ LABEL org.opencontainers.image.title="token-gateway" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/token-gateway /usr/local/bin/token-gateway
 ENV GATEWAY_LISTEN=0.0.0.0:8080 \
+    GATEWAY_ADMIN_LISTEN=0.0.0.0:9091 \
     GATEWAY_TOKEN_SERVICE=http://token-server:50051 \
     RUST_LOG=info
 USER 65532:65532
-EXPOSE 8080
+# 8080: the OAuth2 endpoints and /healthz; 9091: GET /metrics.
+EXPOSE 8080 9091
 ENTRYPOINT ["/usr/local/bin/token-gateway"]
 
 # ---- token-server (default target) ---------------------------------------------------------

@@ -49,11 +49,13 @@ printf '# Development policy written by scripts/run-dev.sh: the credential in .d
 
 grpc_addr="${TOKEN_LISTEN:-127.0.0.1:50051}"
 gateway_addr="${GATEWAY_LISTEN:-127.0.0.1:8080}"
+gateway_admin="${GATEWAY_ADMIN_LISTEN:-127.0.0.1:9091}"
 cat <<MSG
 
 token-server is starting on $grpc_addr (Redis: $redis_url; metrics at
 http://${TOKEN_ADMIN_LISTEN:-127.0.0.1:9090}/metrics), and token-gateway, its OAuth2 HTTP front
-door, on http://$gateway_addr. Try them from another terminal in $root:
+door, on http://$gateway_addr (metrics at http://$gateway_admin/metrics). Try them from another
+terminal in $root:
 
 $(if [ -x .tools/venv/bin/grpcurl ]; then echo "  export PATH=\"$root/.tools/venv/bin:\$PATH\"   # grpcurl"; fi)
   bash scripts/grpcurl-examples.sh               # gRPC: the walk-through below
@@ -69,8 +71,8 @@ Stop with Ctrl-C (in-flight calls and requests finish first).
 MSG
 # The gateway runs beside the server and stops with it (Ctrl-C reaches both; the trap covers
 # the server exiting on its own).
-GATEWAY_LISTEN="$gateway_addr" GATEWAY_TOKEN_SERVICE="http://$grpc_addr" \
-  target/release/token-gateway &
+GATEWAY_LISTEN="$gateway_addr" GATEWAY_ADMIN_LISTEN="$gateway_admin" \
+  GATEWAY_TOKEN_SERVICE="http://$grpc_addr" target/release/token-gateway &
 gateway_pid=$!
 trap 'kill "$gateway_pid" 2>/dev/null || true' EXIT
 target/release/token-server --keyring .dev/keyring --operator-policy .dev/operators.toml

@@ -5,6 +5,10 @@
 #     oldest and the newest Kubernetes version the manifests support (KUBE_VERSIONS);
 #   - for what schemas cannot see: references between objects (ConfigMaps, Secrets, service
 #     accounts, named ports, Service/PDB/HPA/NetworkPolicy targets) resolve within a rendering.
+#   - the Prometheus Operator's PrometheusRule (deploy/kubernetes/monitoring), which has no
+#     Kubernetes schema: its spec must be deploy/prometheus/alerts.yaml's groups
+#     (scripts/prometheus-rule.sh writes it) and pass `promtool check rules` (Debian's
+#     prometheus package, scripts/deps.sh).
 # Exits non-zero on any render failure, invalid object or dangling reference.
 #
 # Tools, from PyPI into .tools/venv by scripts/deps.sh (scripts/requirements-tools.txt):
@@ -58,6 +62,7 @@ targets=(base)
 for dir in "$work"/src/overlays/*/; do
   [ -f "$dir/kustomization.yaml" ] && targets+=("overlays/$(basename "$dir")")
 done
+[ -f "$work/src/monitoring/kustomization.yaml" ] && targets+=(monitoring)
 
 rendered=()
 for target in "${targets[@]}"; do
@@ -73,7 +78,10 @@ done
 "$python" - "$kube_versions" "${rendered[@]}" <<'PY'
 """Schema validation (kubernetes-validate, strict) and reference checks of rendered manifests."""
 import json
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import kubernetes_validate
@@ -86,6 +94,27 @@ WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Cro
 # Secrets created outside the manifests on purpose (deploy/README.md): the production keyring
 # and the TLS certificate cert-manager keeps.
 EXTERNAL_SECRETS = {"token-keyring", "token-server-tls"}
+
+
+def check_prometheus_rule(where, obj):
+    """A PrometheusRule: the groups of deploy/prometheus/alerts.yaml, valid for promtool."""
+    ident = f"{where}: PrometheusRule/{obj['metadata']['name']}"
+    rules = yaml.safe_load(Path("deploy/prometheus/alerts.yaml").read_text())
+    if obj.get("spec") != rules:
+        errors.append(f"{ident}: spec differs from deploy/prometheus/alerts.yaml; "
+                      "run scripts/prometheus-rule.sh")
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        errors.append(f"{ident}: promtool is not on PATH (scripts/deps.sh installs Debian's "
+                      "prometheus package)")
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as spec:
+        yaml.safe_dump(obj.get("spec"), spec)
+        spec.flush()
+        checked = subprocess.run([promtool, "check", "rules", spec.name],
+                                 capture_output=True, text=True)
+    if checked.returncode != 0:
+        errors.append(f"{ident}: promtool check rules failed: {checked.stdout}{checked.stderr}")
 
 
 def pod_template(obj):
@@ -191,6 +220,12 @@ for path in map(Path, sys.argv[2:]):
     before = len(errors)
     for obj in objs:
         ident = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+        if obj.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+            if obj["kind"] == "PrometheusRule":
+                check_prometheus_rule(where, obj)
+            else:
+                errors.append(f"{where}: {ident}: no check for this Prometheus Operator kind")
+            continue
         for version in versions:
             try:
                 kubernetes_validate.validate(obj, version, strict=True)

@@ -130,9 +130,10 @@ const SERVING_RENDERINGS: [&str; 2] = ["dev", "production"];
 fn the_base_and_every_overlay_render_and_validate() {
     let mut names: Vec<&String> = rendered().keys().collect();
     names.sort();
-    assert_eq!(names, ["base", "dev", "production"]);
-    for objects in rendered().values() {
-        deployment(objects);
+    assert_eq!(names, ["base", "dev", "monitoring", "production"]);
+    for name in ["base", "dev", "production"] {
+        deployment(rendering(name));
+        gateway_deployment(rendering(name));
     }
 }
 
@@ -511,4 +512,264 @@ fn the_dockerfile_agrees_with_the_manifests() {
     );
     assert!(dockerfile.contains("\nENTRYPOINT [\"/usr/local/bin/token-server\"]\n"));
     assert!(dockerfile.contains("cargo build --release --locked -p token-server"));
+}
+
+// ---- token-gateway ------------------------------------------------------------------------
+
+fn gateway_deployment(objects: &[Value]) -> &Value {
+    find(objects, "Deployment", "token-gateway").expect("Deployment token-gateway")
+}
+
+fn gateway_container(objects: &[Value]) -> &Value {
+    gateway_deployment(objects)["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == "token-gateway")
+        .expect("container token-gateway")
+}
+
+/// The gateway's environment from its ConfigMap.
+fn gateway_env(objects: &[Value]) -> HashMap<String, String> {
+    let name = gateway_container(objects)["envFrom"][0]["configMapRef"]["name"]
+        .as_str()
+        .expect("the gateway's envFrom ConfigMap");
+    find(objects, "ConfigMap", name).expect("its ConfigMap")["data"]
+        .as_object()
+        .expect("data")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn service_port(objects: &[Value], service: &str, name: &str) -> u64 {
+    find(objects, "Service", service)
+        .unwrap_or_else(|| panic!("Service {service}"))["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["port"].as_u64())
+        .unwrap_or_else(|| panic!("Service {service} has no port {name}"))
+}
+
+#[test]
+fn the_gateway_runs_beside_the_server_locked_down_probed_and_scraped() {
+    for name in SERVING_RENDERINGS.iter().chain(&["base"]) {
+        let objects = rendering(name);
+        let env = gateway_env(objects);
+        let container = gateway_container(objects);
+        let pod = &gateway_deployment(objects)["spec"]["template"]["spec"];
+
+        // Listeners: HTTP and the admin port, as named container ports and Service ports.
+        let http = port_of(&env["GATEWAY_LISTEN"]);
+        let admin = port_of(&env["GATEWAY_ADMIN_LISTEN"]);
+        assert_eq!((http, admin), (8080, 9091), "{name}");
+        assert_eq!(named_port(container, "http"), http, "{name}");
+        assert_eq!(named_port(container, "metrics"), admin, "{name}");
+        assert_eq!(
+            service_port(objects, "token-gateway", "http"),
+            http,
+            "{name}"
+        );
+        assert_eq!(
+            service_port(objects, "token-gateway", "metrics"),
+            admin,
+            "{name}"
+        );
+        let annotations =
+            &gateway_deployment(objects)["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(
+            annotations["prometheus.io/port"],
+            admin.to_string(),
+            "{name}"
+        );
+        assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
+        assert_eq!(env["GATEWAY_LOG_FORMAT"], "json", "{name}");
+
+        // It calls the token server's Service on its gRPC port.
+        let upstream = &env["GATEWAY_TOKEN_SERVICE"];
+        assert_eq!(
+            upstream,
+            &format!(
+                "http://token-server:{}",
+                service_port(objects, "token-server", "grpc")
+            ),
+            "{name}"
+        );
+
+        // Readiness follows the token server (/healthz); liveness must not, or an outage of
+        // the token server or Redis would restart every gateway.
+        let readiness = &container["readinessProbe"]["httpGet"];
+        assert_eq!(readiness["path"], "/healthz", "{name}");
+        assert_eq!(readiness["port"], "http", "{name}");
+        let liveness = &container["livenessProbe"]["httpGet"];
+        assert!(liveness.is_object(), "{name}: no httpGet liveness probe");
+        assert_ne!(
+            liveness["path"], "/healthz",
+            "{name}: liveness follows the token server"
+        );
+        assert_eq!(liveness["port"], "metrics", "{name}");
+
+        // Non-root, read-only, no privileges, bounded.
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
+        let security = &container["securityContext"];
+        assert_eq!(security["runAsNonRoot"], true, "{name}");
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        for field in ["requests", "limits"] {
+            for resource in ["cpu", "memory"] {
+                assert!(
+                    container["resources"][field][resource].is_string(),
+                    "{name}: no {field}.{resource}"
+                );
+            }
+        }
+
+        // Termination: the preStop pause and the drain fit in the grace period.
+        let drain = seconds(&env["GATEWAY_SHUTDOWN_TIMEOUT"]);
+        let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or(0);
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        assert!(
+            grace > pre_stop + drain,
+            "{name}: grace {grace}s <= preStop {pre_stop}s + drain {drain}s"
+        );
+    }
+    // Autoscaled and protected from drains where the server is; one pod in dev.
+    for name in ["base", "production"] {
+        let objects = rendering(name);
+        let hpa = find(objects, "HorizontalPodAutoscaler", "token-gateway").expect("HPA");
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "token-gateway");
+        assert!(find(objects, "PodDisruptionBudget", "token-gateway").is_some());
+        assert!(gateway_deployment(objects)["spec"]["replicas"].is_null());
+    }
+    let production = rendering("production");
+    let hpa = find(production, "HorizontalPodAutoscaler", "token-gateway").unwrap();
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 3);
+    let image = gateway_container(production)["image"].as_str().unwrap();
+    assert!(
+        image.ends_with(":0.1.0") && image.contains("/token-gateway"),
+        "{image}"
+    );
+    let dev = rendering("dev");
+    assert_eq!(gateway_deployment(dev)["spec"]["replicas"], 1);
+    assert!(find(dev, "PodDisruptionBudget", "token-gateway").is_none());
+    assert_eq!(gateway_container(dev)["image"], "token-gateway:dev");
+}
+
+/// `(from, ports)` of each rule in a NetworkPolicy direction (`from` or `to`, null when the
+/// rule names no peers).
+fn rules(policy: &Value, direction: &str) -> Vec<(Value, Vec<u64>)> {
+    let peers = if direction == "ingress" { "from" } else { "to" };
+    policy["spec"][direction]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            let ports = rule["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_u64())
+                .collect();
+            (rule[peers].clone(), ports)
+        })
+        .collect()
+}
+
+#[test]
+fn the_gateway_reaches_only_the_token_server_and_dns_and_the_server_admits_it() {
+    let gateway_pods =
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "token-gateway"}});
+    let server_pods =
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "token-server"}});
+    for name in ["base", "dev", "production"] {
+        let objects = rendering(name);
+        let policy = find(objects, "NetworkPolicy", "token-gateway").expect("gateway policy");
+        assert_eq!(policy["spec"]["podSelector"], gateway_pods, "{name}");
+        let ingress: Vec<u64> = rules(policy, "ingress")
+            .into_iter()
+            .flat_map(|r| r.1)
+            .collect();
+        assert!(
+            ingress.contains(&8080) && ingress.contains(&9091),
+            "{name}: {ingress:?}"
+        );
+        let egress = rules(policy, "egress");
+        assert!(!egress.is_empty(), "{name}");
+        for (to, ports) in &egress {
+            let to_server = to.as_array().is_some_and(|peers| {
+                peers.len() == 1 && peers[0] == serde_json::json!({"podSelector": server_pods})
+            });
+            let to_dns = to.to_string().contains("kube-system") && ports.iter().all(|p| *p == 53);
+            assert!(
+                (to_server && ports == &[50051]) || to_dns,
+                "{name}: gateway egress beyond the token server and DNS: {to} {ports:?}"
+            );
+        }
+        assert!(egress.iter().any(|(_, ports)| ports == &[50051]), "{name}");
+
+        let server = find(objects, "NetworkPolicy", "token-server").expect("server policy");
+        let admits_gateway = rules(server, "ingress").iter().any(|(from, ports)| {
+            ports.contains(&50051)
+                && from
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|peer| peer["podSelector"] == gateway_pods)
+        });
+        assert!(
+            admits_gateway,
+            "{name}: token-server's policy does not admit the gateway"
+        );
+    }
+}
+
+#[test]
+fn the_alert_rules_are_also_a_prometheus_rule() {
+    // scripts/validate-manifests.sh has checked that its spec is alerts.yaml's groups and
+    // passes promtool; here: it is there, and in no overlay (it needs the operator's CRDs).
+    let monitoring = rendering("monitoring");
+    let rule = find(monitoring, "PrometheusRule", "token-service").expect("PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert!(
+        rule["spec"]["groups"]
+            .as_array()
+            .is_some_and(|g| g.len() >= 4)
+    );
+    for name in ["base", "dev", "production"] {
+        assert!(
+            all_of(rendering(name), "PrometheusRule").is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_the_gateway_image_the_manifests_use() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("\nFROM ${RUNTIME_IMAGE} AS token-gateway\n"));
+    assert!(dockerfile.contains("-p token-gateway"));
+    let env = gateway_env(rendering("production"));
+    for key in [
+        "GATEWAY_LISTEN",
+        "GATEWAY_ADMIN_LISTEN",
+        "GATEWAY_TOKEN_SERVICE",
+    ] {
+        assert!(
+            dockerfile.contains(&format!("{key}={}", env[key])),
+            "Dockerfile ENV {key} differs from the ConfigMap's {}",
+            env[key]
+        );
+    }
+    let uid =
+        gateway_deployment(rendering("production"))["spec"]["template"]["spec"]["securityContext"]
+            ["runAsUser"]
+            .as_u64()
+            .unwrap();
+    assert_eq!(uid, 65532);
 }

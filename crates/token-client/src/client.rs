@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::FutureExt as _;
 use token_proto::v1 as pb;
@@ -74,6 +75,7 @@ impl TokenClient {
                 grpc: TokenServiceClient::new(channel),
                 config,
                 rpcs_sent: Arc::new(watch::Sender::new(0)),
+                retries_sent: Arc::new(AtomicU64::new(0)),
             },
             refreshes: Arc::new(DetachedFlight::new()),
         }
@@ -88,6 +90,12 @@ impl TokenClient {
     /// that joined another caller's flight sends nothing and adds nothing.
     pub fn rpcs_sent(&self) -> u64 {
         *self.caller.rpcs_sent.borrow()
+    }
+
+    /// Of [`TokenClient::rpcs_sent`], the attempts that were retries (every attempt after a
+    /// call's first), for metrics.
+    pub fn retries_sent(&self) -> u64 {
+        self.caller.retries_sent.load(Ordering::Relaxed)
     }
 
     /// Follows [`TokenClient::rpcs_sent`]: `wait_for(|n| *n >= k)` on the receiver resolves
@@ -197,6 +205,8 @@ struct Caller {
     config: ClientConfig,
     /// A watch channel rather than an atomic so that callers can wait for a count.
     rpcs_sent: Arc<watch::Sender<u64>>,
+    /// Attempts after the first of their call.
+    retries_sent: Arc<AtomicU64>,
 }
 
 impl Caller {
@@ -252,6 +262,9 @@ impl Caller {
             req.set_timeout(config.deadline);
             trace_context::inject(&span, req.metadata_mut().as_mut());
             self.rpcs_sent.send_modify(|sent| *sent += 1);
+            if attempt > 1 {
+                self.retries_sent.fetch_add(1, Ordering::Relaxed);
+            }
             let outcome = tokio::time::timeout(config.deadline, rpc(self.grpc.clone(), req))
                 .instrument(span.clone())
                 .await;

@@ -20,6 +20,11 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Address of the admin HTTP server (`GET /metrics`, Prometheus text format); `off` for
+    /// none. Keep it off the public network.
+    #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
+    pub admin_listen: OptionalAddr,
+
     /// The token service's gRPC endpoint.
     #[arg(
         long,
@@ -44,6 +49,24 @@ pub struct Config {
     /// Log output: `pretty` or `json`. Verbosity comes from `RUST_LOG`.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
+}
+
+/// A listen address, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "off" => Ok(Self(None)),
+            addr => addr
+                .parse()
+                .map(|addr| Self(Some(addr)))
+                .map_err(|e| format!("{e}: expected host:port or `off`")),
+        }
+    }
 }
 
 /// A configuration that cannot work.
@@ -96,6 +119,10 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.token_service, "http://127.0.0.1:50051");
         assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(
+            config.admin_listen,
+            OptionalAddr(Some("127.0.0.1:9091".parse().unwrap()))
+        );
         config.validate().unwrap();
     }
 
@@ -104,6 +131,10 @@ mod tests {
         let config = parse(&["--listen", "0.0.0.0:9000", "--rpc-attempts", "0"]);
         assert_eq!(config.listen.port(), 9000);
         assert!(matches!(config.validate(), Err(ConfigError::Zero(_))));
+        assert_eq!(
+            parse(&["--admin-listen", "off"]).admin_listen,
+            OptionalAddr(None)
+        );
         let config = parse(&["--token-service", "127.0.0.1:50051"]);
         assert!(matches!(config.validate(), Err(ConfigError::Endpoint(_))));
     }

@@ -95,6 +95,10 @@ impl IntoResponse for Error {
             "error_description": description(&self.to_string()),
         });
         let mut response = oauth_json(status, &body);
+        // For the metrics middleware, which counts error responses by code.
+        response
+            .extensions_mut()
+            .insert(crate::metrics::OAuthErrorCode(code));
         let headers = response.headers_mut();
         match &self {
             Error::InvalidClient(_) => {

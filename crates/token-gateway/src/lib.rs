@@ -14,6 +14,8 @@
 //! - [`response`]: JSON with `Cache-Control: no-store`.
 //! - [`trace`]: a span per request, continuing the caller's `traceparent`.
 //! - [`config`]: every setting, from flags and `GATEWAY_*` environment variables.
+//! - [`metrics`]: HTTP server metrics (OpenTelemetry semantic conventions), OAuth error and
+//!   token-service call counts, and the admin router serving them ([`router_with_metrics`]).
 //!
 //! # Starting it in a test
 //! ```no_run
@@ -39,11 +41,13 @@ pub mod config;
 pub mod endpoints;
 pub mod error;
 pub mod form;
+pub mod metrics;
 pub mod response;
 pub mod trace;
 pub mod upstream;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -55,6 +59,7 @@ use tokio::sync::watch;
 
 pub use config::{Config, ConfigError};
 pub use error::Error;
+pub use metrics::GatewayMetrics;
 pub use upstream::Upstream;
 
 /// RFC 6749 token endpoint (refresh grant only).
@@ -82,6 +87,17 @@ pub fn router(upstream: Upstream) -> Router {
         // Added last, so outermost: the span covers everything above, 405s and limits included.
         .layer(axum::middleware::from_fn(trace::http_request))
         .with_state(upstream)
+}
+
+/// [`router`], measured into `metrics` (the admin listener serves them): request durations
+/// and requests in flight by route, method and status, OAuth error responses, and calls to
+/// the token service.
+pub fn router_with_metrics(mut upstream: Upstream, metrics: Arc<GatewayMetrics>) -> Router {
+    upstream.metrics = Some(metrics.clone());
+    router(upstream).layer(axum::middleware::from_fn_with_state(
+        metrics,
+        metrics::http_metrics,
+    ))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets

@@ -1,9 +1,12 @@
 //! `token-gateway`: serves the OAuth2 endpoints until SIGTERM or Ctrl-C, then drains. A
 //! second signal exits at once.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use clap::Parser as _;
-use token_gateway::{Config, Upstream};
+use telemetry::metrics::MetricsRegistry;
+use token_gateway::{Config, GatewayMetrics, Upstream};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -17,6 +20,29 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Metrics go to the admin listener's /metrics (and over OTLP when OTEL_* names an
+    // endpoint), as the token server's do.
+    let metrics = GatewayMetrics::new(
+        Arc::new(MetricsRegistry::new("token-gateway", None)),
+        upstream.tokens(),
+    );
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = match config.admin_listen.0 {
+        Some(addr) => {
+            let admin = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --admin-listen {addr}"))?;
+            tracing::info!(admin = %admin.local_addr()?, "metrics at /metrics");
+            Some(tokio::spawn(token_gateway::metrics::serve_admin(
+                admin,
+                metrics.clone(),
+                async {
+                    let _ = admin_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
         token_service = %config.token_service,
@@ -24,11 +50,16 @@ async fn main() -> anyhow::Result<()> {
     );
     token_gateway::serve(
         listener,
-        token_gateway::router(upstream),
+        token_gateway::router_with_metrics(upstream, metrics),
         shutdown_signal(),
         config.shutdown_timeout,
     )
     .await?;
+    // The scraper may read the last counts until the gateway has drained.
+    let _ = admin_stop.send(());
+    if let Some(admin) = admin {
+        admin.await.context("admin server panicked")??;
+    }
     tracing::info!("token-gateway stopped");
     Ok(())
 }

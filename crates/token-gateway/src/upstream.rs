@@ -1,6 +1,7 @@
 //! What the gateway calls: `tokens.v1.TokenService` through the SDK (deadlines, retries,
 //! single-flight), and the token service's `grpc.health.v1` for `/healthz`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use token_client::{ClientConfig, TokenClient};
@@ -8,6 +9,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+use crate::metrics::GatewayMetrics;
 
 /// The health service name the gateway asks about: the one it depends on.
 const HEALTH_SERVICE: &str = "tokens.v1.TokenService";
@@ -24,6 +27,8 @@ pub struct Upstream {
     health: HealthClient<Channel>,
     /// Bound on one health check.
     health_deadline: Duration,
+    /// Where calls are counted, once [`crate::router_with_metrics`] set it.
+    pub(crate) metrics: Option<Arc<GatewayMetrics>>,
 }
 
 impl Upstream {
@@ -35,6 +40,7 @@ impl Upstream {
             tokens,
             health: HealthClient::new(health_channel),
             health_deadline,
+            metrics: None,
         }
     }
 
@@ -50,6 +56,18 @@ impl Upstream {
             TokenClient::from_channel(channel.clone(), config),
             channel,
         ))
+    }
+
+    /// Counts a finished call to `rpc_method` when metrics are on, and hands its result back.
+    pub(crate) fn observed<T>(
+        &self,
+        rpc_method: &'static str,
+        result: Result<T, token_client::Error>,
+    ) -> Result<T, token_client::Error> {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_call(rpc_method, &result);
+        }
+        result
     }
 
     /// The SDK client every token call goes through.

@@ -19,6 +19,17 @@ pub struct RefreshRecorder {
 
 impl RefreshRecorder {
     pub fn new(meter: &Meter, audit: AuditLog) -> Self {
+        let coalesced = meter
+            .u64_counter("tokens.refreshes.coalesced")
+            .with_description(
+                "Refreshes answered from an identical refresh in flight on this instance \
+                 instead of a Redis call of their own",
+            )
+            .with_unit("{refresh}")
+            .build();
+        // Exported as 0 from the start, so that dashboards and rate() see the series before
+        // the first coalesced refresh (it has no labels, so there is one series to start).
+        coalesced.add(0, &[]);
         Self {
             refreshes: meter
                 .u64_counter("tokens.refreshes")
@@ -29,14 +40,7 @@ impl RefreshRecorder {
                 )
                 .with_unit("{refresh}")
                 .build(),
-            coalesced: meter
-                .u64_counter("tokens.refreshes.coalesced")
-                .with_description(
-                    "Refreshes answered from an identical refresh in flight on this instance \
-                     instead of a Redis call of their own",
-                )
-                .with_unit("{refresh}")
-                .build(),
+            coalesced,
             audit,
         }
     }

@@ -29,14 +29,16 @@ pub async fn handle(
     let caller = super::client_credentials(&headers, &form)?;
     let token = form.require("token")?.to_owned();
     let method = caller.method;
-    let found = upstream
+    let result = upstream
         .tokens
         .introspect_token(pb::IntrospectTokenRequest {
             token,
             client_id: caller.client_id,
             client_secret: caller.client_secret,
         })
-        .await
+        .await;
+    let found = upstream
+        .observed("IntrospectToken", result)
         .map_err(|err| method.refusal(err))?;
     Ok(oauth_json(StatusCode::OK, &introspection(&found)))
 }

@@ -51,7 +51,7 @@ pub async fn handle(
     let client = super::client_credentials(&headers, &form)?;
     let revocation = Revocation::from_form(&form, client)?;
     let method = revocation.client.method;
-    upstream
+    let result = upstream
         .tokens
         .revoke_token(pb::RevokeTokenRequest {
             client_id: revocation.client.client_id,
@@ -59,7 +59,9 @@ pub async fn handle(
             token: revocation.token,
             token_type_hint: revocation.token_type_hint.to_owned(),
         })
-        .await
+        .await;
+    upstream
+        .observed("RevokeToken", result)
         .map_err(|err| method.refusal(err))?;
     Ok(oauth_empty())
 }

@@ -67,7 +67,7 @@ pub async fn handle(
     let client = super::client_credentials(&headers, &form)?;
     let refresh = Refresh::from_form(&form, client)?;
     let method = refresh.client.method;
-    let pair = upstream
+    let result = upstream
         .tokens
         .refresh_token_pair(pb::RefreshTokenPairRequest {
             client_id: refresh.client.client_id,
@@ -75,7 +75,9 @@ pub async fn handle(
             refresh_token: refresh.refresh_token,
             scopes: refresh.scopes,
         })
-        .await
+        .await;
+    let pair = upstream
+        .observed("RefreshTokenPair", result)
         .map_err(|err| method.refusal(err))?;
     Ok(token_response(&pair))
 }
