@@ -11,9 +11,11 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use e2e::{RedisServer, ServerOptions, ServingStatus, TestServer, issue, register_client};
 use serde_json::Value;
 use test_support::free_port;
+use test_support::harness::{
+    RedisServer, ServerOptions, ServingStatus, TestServer, issue, register_client,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-gateway");
 const INSTALL_HINT: &str = "run `make deps` (scripts/deps.sh installs Debian's prometheus package)";
