@@ -164,3 +164,73 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     }
     server.stop().await;
 }
+
+/// The binary refuses TLS settings that cannot work before it listens, and says which flag
+/// and which file: one row per case, from the environment as an operator sets it.
+#[test]
+fn refuses_tls_settings_that_cannot_work_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let absent = dir.path().join("absent.crt");
+    let ca = ca.to_str().unwrap();
+    let absent = absent.to_str().unwrap();
+    // (case, environment, words its error must contain)
+    type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let rows: &[Row] = &[
+        (
+            "a CA with a plaintext endpoint",
+            &[
+                ("GATEWAY_TOKEN_SERVICE", "http://127.0.0.1:50051"),
+                ("GATEWAY_TOKEN_SERVICE_CA", ca),
+            ],
+            &["--token-service-ca is for TLS"],
+        ),
+        (
+            "https without a CA",
+            &[("GATEWAY_TOKEN_SERVICE", "https://127.0.0.1:50051")],
+            &["needs --token-service-ca"],
+        ),
+        (
+            "a certificate without its key",
+            &[
+                ("GATEWAY_TOKEN_SERVICE", "https://127.0.0.1:50051"),
+                ("GATEWAY_TOKEN_SERVICE_CA", ca),
+                ("GATEWAY_TOKEN_SERVICE_CERT", absent),
+            ],
+            &["--token-service-cert needs --token-service-key"],
+        ),
+        (
+            "an unreadable certificate",
+            &[
+                ("GATEWAY_TOKEN_SERVICE", "https://127.0.0.1:50051"),
+                ("GATEWAY_TOKEN_SERVICE_CA", ca),
+                ("GATEWAY_TOKEN_SERVICE_CERT", absent),
+                ("GATEWAY_TOKEN_SERVICE_KEY", absent),
+            ],
+            &["cannot read --token-service-cert", absent],
+        ),
+        (
+            "a CA bundle holding no certificate",
+            &[
+                ("GATEWAY_TOKEN_SERVICE", "https://127.0.0.1:50051"),
+                ("GATEWAY_TOKEN_SERVICE_CA", ca),
+            ],
+            &["--token-service-ca", ca, "holds no PEM certificate"],
+        ),
+    ];
+    for (case, env, want) in rows {
+        let output = Command::new(BINARY)
+            .env_clear()
+            .env("GATEWAY_LISTEN", "127.0.0.1:0")
+            .env("GATEWAY_ADMIN_LISTEN", "off")
+            .envs(env.iter().copied())
+            .output()
+            .expect("token-gateway runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{case}: started; {stderr}");
+        for word in *want {
+            assert!(stderr.contains(word), "{case}: {stderr:?} lacks {word:?}");
+        }
+    }
+}
