@@ -92,8 +92,8 @@ errors = []
 
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
 # Secrets created outside the manifests on purpose (deploy/README.md): the production keyring
-# and the TLS certificate cert-manager keeps.
-EXTERNAL_SECRETS = {"token-keyring", "token-server-tls"}
+# and the TLS certificates cert-manager keeps (the server's and the gateway's).
+EXTERNAL_SECRETS = {"token-keyring", "token-server-tls", "token-gateway-tls"}
 
 
 def check_prometheus_rule(where, obj):

@@ -587,12 +587,18 @@ fn the_gateway_runs_beside_the_server_locked_down_probed_and_scraped() {
         assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
         assert_eq!(env["GATEWAY_LOG_FORMAT"], "json", "{name}");
 
-        // It calls the token server's Service on its gRPC port.
+        // It calls the token server's Service on its gRPC port: over mutual TLS where the
+        // server requires it (production), plaintext elsewhere.
+        let scheme = if *name == "production" {
+            "https"
+        } else {
+            "http"
+        };
         let upstream = &env["GATEWAY_TOKEN_SERVICE"];
         assert_eq!(
             upstream,
             &format!(
-                "http://token-server:{}",
+                "{scheme}://token-server:{}",
                 service_port(objects, "token-server", "grpc")
             ),
             "{name}"
@@ -659,6 +665,72 @@ fn the_gateway_runs_beside_the_server_locked_down_probed_and_scraped() {
     assert_eq!(gateway_deployment(dev)["spec"]["replicas"], 1);
     assert!(find(dev, "PodDisruptionBudget", "token-gateway").is_none());
     assert_eq!(gateway_container(dev)["image"], "token-gateway:dev");
+}
+
+#[test]
+fn the_production_gateway_presents_its_certificate_mounted_read_only() {
+    // The server's side: production requires client certificates on the port the gateway
+    // calls, so a plaintext gateway could never become ready there.
+    let production = rendering("production");
+    let server_env = config_env(production);
+    assert!(server_env.contains_key("TOKEN_TLS_CLIENT_CA"));
+
+    let env = gateway_env(production);
+    assert!(env["GATEWAY_TOKEN_SERVICE"].starts_with("https://"));
+    // The name the server's certificate carries (its Certificate in deploy/README.md).
+    assert_eq!(
+        env["GATEWAY_TOKEN_SERVICE_TLS_NAME"],
+        "token-server.tokens.svc"
+    );
+    let readme = std::fs::read_to_string(repo().join("deploy/README.md")).unwrap();
+    assert!(
+        readme.contains("dnsNames: [token-server.tokens.svc"),
+        "deploy/README.md's server Certificate no longer names token-server.tokens.svc"
+    );
+    let container = gateway_container(production);
+    let pod = &gateway_deployment(production)["spec"]["template"]["spec"];
+    let mounts = container["volumeMounts"].as_array().expect("volumeMounts");
+    let mut secrets = Vec::new();
+    for (var, file) in [
+        ("GATEWAY_TOKEN_SERVICE_CA", "ca.crt"),
+        ("GATEWAY_TOKEN_SERVICE_CERT", "tls.crt"),
+        ("GATEWAY_TOKEN_SERVICE_KEY", "tls.key"),
+    ] {
+        let path = &env[var];
+        assert!(path.ends_with(&format!("/{file}")), "{var}={path}");
+        let mount = mounts
+            .iter()
+            .find(|m| path.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
+            .unwrap_or_else(|| panic!("no volume mounted where {var} points"));
+        assert_eq!(mount["readOnly"], true, "{var}");
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the mounted volume");
+        // Readable by the pod's group only (the files are the key's), and the group is the
+        // gateway's.
+        assert_eq!(volume["secret"]["defaultMode"], 0o440, "{var}");
+        secrets.push(volume["secret"]["secretName"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(secrets, ["token-gateway-tls"; 3]);
+    assert_eq!(
+        pod["securityContext"]["fsGroup"],
+        pod["securityContext"]["runAsGroup"]
+    );
+    let reload = seconds(&env["GATEWAY_TOKEN_SERVICE_TLS_RELOAD_INTERVAL"]);
+    assert!((1..=300).contains(&reload), "reload every {reload}s");
+
+    // Elsewhere the server is plaintext, and so is the gateway: no TLS settings to trip on.
+    for name in ["base", "dev"] {
+        let env = gateway_env(rendering(name));
+        let tls: Vec<_> = env
+            .keys()
+            .filter(|k| k.starts_with("GATEWAY_TOKEN_SERVICE_"))
+            .collect();
+        assert!(tls.is_empty(), "{name}: {tls:?}");
+    }
 }
 
 /// `(from, ports)` of each rule in a NetworkPolicy direction (`from` or `to`, null when the
@@ -754,7 +826,9 @@ fn the_dockerfile_builds_the_gateway_image_the_manifests_use() {
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
     assert!(dockerfile.contains("\nFROM ${RUNTIME_IMAGE} AS token-gateway\n"));
     assert!(dockerfile.contains("-p token-gateway"));
-    let env = gateway_env(rendering("production"));
+    // The image's defaults are the base's settings; production then switches the token
+    // service to https (its own ConfigMap values, checked above).
+    let env = gateway_env(rendering("base"));
     for key in [
         "GATEWAY_LISTEN",
         "GATEWAY_ADMIN_LISTEN",

@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use futures::FutureExt as _;
 use token_proto::v1 as pb;
@@ -72,13 +72,26 @@ impl TokenClient {
     pub fn from_channel(channel: Channel, config: ClientConfig) -> Self {
         Self {
             caller: Caller {
-                grpc: TokenServiceClient::new(channel),
+                grpc: Arc::new(RwLock::new(TokenServiceClient::new(channel))),
                 config,
                 rpcs_sent: Arc::new(watch::Sender::new(0)),
                 retries_sent: Arc::new(AtomicU64::new(0)),
             },
             refreshes: Arc::new(DetachedFlight::new()),
         }
+    }
+
+    /// Sends every attempt from now on over `channel` instead, for this client and all its
+    /// clones: how a long-lived client picks up a renewed TLS certificate (a channel built
+    /// with the new identity) without losing its counters or in-flight refreshes. Attempts
+    /// already sent finish on the channel they started on, which closes once the last of them
+    /// is done.
+    pub fn replace_channel(&self, channel: Channel) {
+        *self
+            .caller
+            .grpc
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = TokenServiceClient::new(channel);
     }
 
     /// The settings every call uses.
@@ -201,7 +214,9 @@ const SERVICE: &str = "tokens.v1.TokenService";
 /// What one call needs, owned, so that a refresh flight can run on its own.
 #[derive(Clone)]
 struct Caller {
-    grpc: TokenServiceClient<Channel>,
+    /// Shared by every clone, so [`TokenClient::replace_channel`] reaches them all; each
+    /// attempt takes the stub current when it is sent.
+    grpc: Arc<RwLock<TokenServiceClient<Channel>>>,
     config: ClientConfig,
     /// A watch channel rather than an atomic so that callers can wait for a count.
     rpcs_sent: Arc<watch::Sender<u64>>,
@@ -210,6 +225,14 @@ struct Caller {
 }
 
 impl Caller {
+    /// The stub for the next attempt (a clone of the current channel's; cheap).
+    fn grpc(&self) -> TokenServiceClient<Channel> {
+        self.grpc
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// Sends `request` through `rpc` until it succeeds, fails with a status that is not
     /// retryable, or `max_attempts` attempts have been made. Each attempt is a client span,
     /// child of the span current when the call was made, and carries its trace context to
@@ -265,7 +288,7 @@ impl Caller {
             if attempt > 1 {
                 self.retries_sent.fetch_add(1, Ordering::Relaxed);
             }
-            let outcome = tokio::time::timeout(config.deadline, rpc(self.grpc.clone(), req))
+            let outcome = tokio::time::timeout(config.deadline, rpc(self.grpc(), req))
                 .instrument(span.clone())
                 .await;
             let code = match &outcome {

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`TokenClient`]: the four `TokenService` calls over a tonic [`Channel`](tonic::transport::Channel),
-//!   each with a deadline and retries; identical refreshes in flight share one RPC.
+//!   each with a deadline and retries; identical refreshes in flight share one RPC. Its
+//!   channel can be replaced while it runs (`replace_channel`: a renewed TLS certificate).
 //! - [`ClientConfig`]: deadline, backoff and attempt settings.
 //! - [`Error`]: a failed call: its final [`tonic::Status`], `ErrorInfo` reason, and attempts.
 //! - [`retry`]: the retry policy as pure functions (which statuses, how long to wait).

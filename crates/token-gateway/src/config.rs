@@ -1,11 +1,14 @@
 //! All configuration in one struct, from flags or the environment (`GATEWAY_*`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use telemetry::LogFormat;
 use token_client::ClientConfig;
+
+use crate::tls::TlsFiles;
 
 /// How the gateway runs. Every flag also reads `GATEWAY_<NAME>` from the environment.
 #[derive(Debug, Clone, Parser)]
@@ -25,13 +28,38 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
     pub admin_listen: OptionalAddr,
 
-    /// The token service's gRPC endpoint.
+    /// The token service's gRPC endpoint: `http://` for plaintext, `https://` for TLS (with
+    /// --token-service-ca).
     #[arg(
         long,
         env = "GATEWAY_TOKEN_SERVICE",
         default_value = "http://127.0.0.1:50051"
     )]
     pub token_service: String,
+
+    /// PEM CA bundle the token service's certificate must chain to; required with an
+    /// `https://` --token-service. Re-read when the file changes.
+    #[arg(long, env = "GATEWAY_TOKEN_SERVICE_CA")]
+    pub token_service_ca: Option<PathBuf>,
+
+    /// PEM certificate chain the gateway presents to the token service (mutual TLS), with
+    /// --token-service-key. Re-read when the file changes.
+    #[arg(long, env = "GATEWAY_TOKEN_SERVICE_CERT")]
+    pub token_service_cert: Option<PathBuf>,
+
+    /// PEM private key of --token-service-cert.
+    #[arg(long, env = "GATEWAY_TOKEN_SERVICE_KEY")]
+    pub token_service_key: Option<PathBuf>,
+
+    /// The name the token service's certificate must carry, when it is not the host of
+    /// --token-service.
+    #[arg(long, env = "GATEWAY_TOKEN_SERVICE_TLS_NAME")]
+    pub token_service_tls_name: Option<String>,
+
+    /// How often the --token-service-ca, -cert and -key files are checked for a renewed
+    /// certificate.
+    #[arg(long, env = "GATEWAY_TOKEN_SERVICE_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub token_service_tls_reload_interval: Duration,
 
     /// Deadline of each call to the token service (one attempt).
     #[arg(long, env = "GATEWAY_RPC_DEADLINE", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -74,8 +102,17 @@ impl std::str::FromStr for OptionalAddr {
 pub enum ConfigError {
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
-    #[error("--token-service must be an http:// URL, got {0:?}")]
+    #[error("--token-service must be an http:// or https:// URL, got {0:?}")]
     Endpoint(String),
+    #[error("{0} is for TLS: it needs an https:// --token-service, got {1:?}")]
+    TlsWithoutHttps(&'static str, String),
+    #[error(
+        "an https:// --token-service needs --token-service-ca (the CA bundle that signed the \
+         token service's certificate); this build trusts no system roots"
+    )]
+    NoCa,
+    #[error("{0} needs {1}: the certificate and its key go together")]
+    HalfIdentity(&'static str, &'static str),
 }
 
 impl Config {
@@ -87,10 +124,66 @@ impl Config {
         if self.rpc_attempts == 0 {
             return Err(ConfigError::Zero("--rpc-attempts"));
         }
-        if !self.token_service.starts_with("http://") {
+        if self.token_service_tls_reload_interval.is_zero() {
+            return Err(ConfigError::Zero("--token-service-tls-reload-interval"));
+        }
+        let https = self.token_service.starts_with("https://");
+        if !https && !self.token_service.starts_with("http://") {
             return Err(ConfigError::Endpoint(self.token_service.clone()));
         }
+        if !https {
+            let tls_flags = [
+                ("--token-service-ca", self.token_service_ca.is_some()),
+                ("--token-service-cert", self.token_service_cert.is_some()),
+                ("--token-service-key", self.token_service_key.is_some()),
+                (
+                    "--token-service-tls-name",
+                    self.token_service_tls_name.is_some(),
+                ),
+            ];
+            if let Some((flag, _)) = tls_flags.into_iter().find(|(_, given)| *given) {
+                return Err(ConfigError::TlsWithoutHttps(
+                    flag,
+                    self.token_service.clone(),
+                ));
+            }
+            return Ok(());
+        }
+        match (&self.token_service_cert, &self.token_service_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::HalfIdentity(
+                    "--token-service-cert",
+                    "--token-service-key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::HalfIdentity(
+                    "--token-service-key",
+                    "--token-service-cert",
+                ));
+            }
+            _ => {}
+        }
+        if self.token_service_ca.is_none() {
+            return Err(ConfigError::NoCa);
+        }
         Ok(())
+    }
+
+    /// The TLS files of an `https://` --token-service; `None` for plaintext. Call after
+    /// [`Config::validate`].
+    pub fn token_service_tls(&self) -> Option<TlsFiles> {
+        if !self.token_service.starts_with("https://") {
+            return None;
+        }
+        Some(TlsFiles {
+            ca: self.token_service_ca.clone()?,
+            identity: self
+                .token_service_cert
+                .clone()
+                .zip(self.token_service_key.clone()),
+            server_name: self.token_service_tls_name.clone(),
+        })
     }
 
     /// The SDK settings of every call to the token service: the SDK's backoff, this
@@ -137,5 +230,108 @@ mod tests {
         );
         let config = parse(&["--token-service", "127.0.0.1:50051"]);
         assert!(matches!(config.validate(), Err(ConfigError::Endpoint(_))));
+    }
+
+    #[test]
+    fn the_reload_interval_default_is_the_typed_one() {
+        assert_eq!(
+            parse(&[]).token_service_tls_reload_interval,
+            crate::tls::DEFAULT_RELOAD_INTERVAL
+        );
+    }
+
+    /// A valid https baseline, then one row per flag combination that cannot work, with the
+    /// words its error must contain (the flag at fault).
+    #[test]
+    fn tls_flags_that_cannot_work_are_refused_naming_the_flag() {
+        let https = [
+            "--token-service",
+            "https://token-server:50051",
+            "--token-service-ca",
+            "ca.crt",
+            "--token-service-cert",
+            "tls.crt",
+            "--token-service-key",
+            "tls.key",
+        ];
+        let config = parse(&https);
+        config.validate().unwrap();
+        let files = config.token_service_tls().expect("https means TLS");
+        assert_eq!(files.ca, PathBuf::from("ca.crt"));
+        assert_eq!(
+            files.identity,
+            Some((PathBuf::from("tls.crt"), PathBuf::from("tls.key")))
+        );
+        // Server-side TLS only: no identity.
+        let config = parse(&https[..4]);
+        config.validate().unwrap();
+        assert_eq!(config.token_service_tls().unwrap().identity, None);
+        assert_eq!(parse(&[]).token_service_tls(), None);
+
+        let rows: &[(&str, &[&str], &str)] = &[
+            (
+                "a CA with http",
+                &["--token-service-ca", "ca.crt"],
+                "--token-service-ca is for TLS: it needs an https:// --token-service",
+            ),
+            (
+                "a cert with http",
+                &[
+                    "--token-service-cert",
+                    "tls.crt",
+                    "--token-service-key",
+                    "tls.key",
+                ],
+                "--token-service-cert is for TLS",
+            ),
+            (
+                "a server name with http",
+                &["--token-service-tls-name", "token-server"],
+                "--token-service-tls-name is for TLS",
+            ),
+            (
+                "https without a CA",
+                &["--token-service", "https://token-server:50051"],
+                "an https:// --token-service needs --token-service-ca",
+            ),
+            (
+                "a cert without its key",
+                &[
+                    "--token-service",
+                    "https://token-server:50051",
+                    "--token-service-ca",
+                    "ca.crt",
+                    "--token-service-cert",
+                    "tls.crt",
+                ],
+                "--token-service-cert needs --token-service-key",
+            ),
+            (
+                "a key without its cert",
+                &[
+                    "--token-service",
+                    "https://token-server:50051",
+                    "--token-service-ca",
+                    "ca.crt",
+                    "--token-service-key",
+                    "tls.key",
+                ],
+                "--token-service-key needs --token-service-cert",
+            ),
+            (
+                "another scheme",
+                &["--token-service", "grpcs://token-server:50051"],
+                "--token-service must be an http:// or https:// URL",
+            ),
+            (
+                "a zero reload interval",
+                &["--token-service-tls-reload-interval", "0s"],
+                "--token-service-tls-reload-interval must be greater than zero",
+            ),
+        ];
+        for (case, args, want) in rows {
+            let err = parse(args).validate().expect_err(case).to_string();
+            assert!(err.contains(want), "{case}: {err:?} lacks {want:?}");
+        }
     }
 }

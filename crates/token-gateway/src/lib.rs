@@ -7,6 +7,8 @@
 //!   `GET /healthz`, over an [`Upstream`].
 //! - [`serve`]: serves a router until the shutdown future resolves, then drains.
 //! - [`upstream`]: the token service as the gateway reaches it (SDK client and health stub).
+//! - [`tls`]: TLS or mutual TLS to the token service, its certificate files re-read while the
+//!   gateway runs so that a renewed certificate is used without a restart.
 //! - [`endpoints`]: one module per endpoint, each parse → call → encode.
 //! - [`form`], [`client_auth`], [`endpoints::scope`]: request parsing as pure functions:
 //!   form encoding with no repeated parameter, client credentials by Basic or body, scopes.
@@ -43,6 +45,7 @@ pub mod error;
 pub mod form;
 pub mod metrics;
 pub mod response;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 

@@ -15,8 +15,21 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     config.validate()?;
     let _telemetry = telemetry::init("token-gateway", config.log_format);
-    let upstream = Upstream::connect(&config.token_service, config.client_config())
-        .with_context(|| format!("invalid --token-service {:?}", config.token_service))?;
+    let upstream = match config.token_service_tls() {
+        None => Upstream::connect(&config.token_service, config.client_config())
+            .with_context(|| format!("invalid --token-service {:?}", config.token_service))?,
+        Some(files) => {
+            let (upstream, _tls, reload) = Upstream::connect_tls(
+                &config.token_service,
+                files,
+                config.client_config(),
+                config.token_service_tls_reload_interval,
+            )?;
+            // Runs until the process exits: a certificate may be renewed while draining too.
+            tokio::spawn(reload);
+            upstream
+        }
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -46,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?,
         token_service = %config.token_service,
+        tls = config.token_service_tls().is_some(),
         "token-gateway serving"
     );
     token_gateway::serve(

@@ -1,7 +1,7 @@
 //! What the gateway calls: `tokens.v1.TokenService` through the SDK (deadlines, retries,
 //! single-flight), and the token service's `grpc.health.v1` for `/healthz`.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use token_client::{ClientConfig, TokenClient};
@@ -11,6 +11,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::metrics::GatewayMetrics;
+use crate::tls::{ReloadingTls, TlsError, TlsFiles};
 
 /// The health service name the gateway asks about: the one it depends on.
 const HEALTH_SERVICE: &str = "tokens.v1.TokenService";
@@ -23,8 +24,8 @@ pub struct Upstream {
     /// Every token call goes through the SDK, for its retries and single-flight.
     pub(crate) tokens: TokenClient,
     /// Health is not a `TokenService` call, so it has its own stub (usually on the same
-    /// channel).
-    health: HealthClient<Channel>,
+    /// channel). Shared by clones, so [`Upstream::replace_channel`] reaches them all.
+    health: Arc<RwLock<HealthClient<Channel>>>,
     /// Bound on one health check.
     health_deadline: Duration,
     /// Where calls are counted, once [`crate::router_with_metrics`] set it.
@@ -38,7 +39,7 @@ impl Upstream {
         let health_deadline = tokens.config().deadline;
         Self {
             tokens,
-            health: HealthClient::new(health_channel),
+            health: Arc::new(RwLock::new(HealthClient::new(health_channel))),
             health_deadline,
             metrics: None,
         }
@@ -56,6 +57,39 @@ impl Upstream {
             TokenClient::from_channel(channel.clone(), config),
             channel,
         ))
+    }
+
+    /// Over a TLS channel to the token service whose certificates are re-read while the
+    /// gateway runs ([`crate::tls`]). Checks the files now (an error names the flag and the
+    /// file); the caller spawns the returned future, which swaps in a new channel whenever
+    /// the files change. Like [`Upstream::connect`], nothing is dialled until the first call.
+    pub fn connect_tls(
+        endpoint: &str,
+        files: TlsFiles,
+        config: ClientConfig,
+        reload_interval: Duration,
+    ) -> Result<
+        (
+            Self,
+            Arc<ReloadingTls>,
+            impl Future<Output = ()> + Send + 'static + use<>,
+        ),
+        TlsError,
+    > {
+        let (tls, channel) = ReloadingTls::load(endpoint, files, config.deadline)?;
+        let upstream = Self::new(TokenClient::from_channel(channel.clone(), config), channel);
+        let watch = tls.watch(upstream.clone(), reload_interval);
+        Ok((upstream, tls, watch))
+    }
+
+    /// Sends every call from now on, health checks included, over `channel` (built with a
+    /// renewed certificate); calls in flight finish on the old one.
+    pub fn replace_channel(&self, channel: Channel) {
+        self.tokens.replace_channel(channel.clone());
+        *self
+            .health
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = HealthClient::new(channel);
     }
 
     /// Counts a finished call to `rpc_method` when metrics are on, and hands its result back.
@@ -82,7 +116,11 @@ impl Upstream {
             service: HEALTH_SERVICE.to_owned(),
         });
         request.set_timeout(self.health_deadline);
-        let mut health = self.health.clone();
+        let mut health = self
+            .health
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         let answer = tokio::time::timeout(self.health_deadline, health.check(request)).await;
         match answer {
             Ok(Ok(response)) => ServingStatus::try_from(response.into_inner().status).ok(),

@@ -1,7 +1,9 @@
 //! The real `token-gateway` binary, as an operator runs it: configured by environment, logging
 //! at `trace` as JSON, in front of a real token server, stopped by SIGTERM. While it serves
 //! successes and refusals of every kind, everything it logs is captured; at the end no token,
-//! MAC, client secret or `Authorization` value appears in the log.
+//! MAC, client secret or `Authorization` value appears in the log. Then as production runs it:
+//! over mutual TLS to a token server that requires it, its certificate renewed while it runs;
+//! and refusing, at start, TLS settings that cannot work.
 
 use std::process::Command;
 use std::time::Duration;
@@ -161,6 +163,189 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
             "the log contains a secret ({} characters long)",
             secret.len()
         );
+    }
+    server.stop().await;
+}
+
+/// The binary refuses TLS settings that cannot work before it listens, and says which flag
+/// and which file: one row per case, from the environment as an operator sets it.
+#[test]
+fn refuses_tls_settings_that_cannot_work_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let absent = dir.path().join("absent.crt");
+    let ca = ca.to_str().unwrap();
+    let absent = absent.to_str().unwrap();
+    // (case, environment, words its error must contain)
+    type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let rows: &[Row] = &[
+        (
+            "a CA with a plaintext endpoint",
+            &[
+                ("GATEWAY_TOKEN_SERVICE", "http://127.0.0.1:50051"),
+                ("GATEWAY_TOKEN_SERVICE_CA", ca),
+            ],
+            &["--token-service-ca is for TLS"],
+        ),
+        (
+            "https without a CA",
+            &[("GATEWAY_TOKEN_SERVICE", "https://127.0.0.1:50051")],
+            &["needs --token-service-ca"],
+        ),
+        (
+            "a certificate without its key",
+            &[
+                ("GATEWAY_TOKEN_SERVICE", "https://127.0.0.1:50051"),
+                ("GATEWAY_TOKEN_SERVICE_CA", ca),
+                ("GATEWAY_TOKEN_SERVICE_CERT", absent),
+            ],
+            &["--token-service-cert needs --token-service-key"],
+        ),
+        (
+            "an unreadable certificate",
+            &[
+                ("GATEWAY_TOKEN_SERVICE", "https://127.0.0.1:50051"),
+                ("GATEWAY_TOKEN_SERVICE_CA", ca),
+                ("GATEWAY_TOKEN_SERVICE_CERT", absent),
+                ("GATEWAY_TOKEN_SERVICE_KEY", absent),
+            ],
+            &["cannot read --token-service-cert", absent],
+        ),
+        (
+            "a CA bundle holding no certificate",
+            &[
+                ("GATEWAY_TOKEN_SERVICE", "https://127.0.0.1:50051"),
+                ("GATEWAY_TOKEN_SERVICE_CA", ca),
+            ],
+            &["--token-service-ca", ca, "holds no PEM certificate"],
+        ),
+    ];
+    for (case, env, want) in rows {
+        let output = Command::new(BINARY)
+            .env_clear()
+            .env("GATEWAY_LISTEN", "127.0.0.1:0")
+            .env("GATEWAY_ADMIN_LISTEN", "off")
+            .envs(env.iter().copied())
+            .output()
+            .expect("token-gateway runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{case}: started; {stderr}");
+        for word in *want {
+            assert!(stderr.contains(word), "{case}: {stderr:?} lacks {word:?}");
+        }
+    }
+}
+
+/// Waits (bounded) until the log at `path` contains `line`: the binary's only way to say it
+/// reloaded its certificate.
+async fn wait_for_log(path: &std::path::Path, line: &str) {
+    for _ in 0..400 {
+        if std::fs::read_to_string(path).is_ok_and(|log| log.contains(line)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the log never said {line:?}");
+}
+
+/// The binary as production's overlay configures it: an `https://` token service that
+/// requires client certificates, the gateway's identity from files, renewed while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reaches_an_mtls_only_token_server_and_reloads_a_renewed_certificate() {
+    use test_support::pki::TestCa;
+    use token_client::pb::client_registry_client::ClientRegistryClient;
+    use token_client::pb::token_service_client::TokenServiceClient;
+
+    let redis = RedisServer::start();
+    let ca = TestCa::new("tokens test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let server_files = ca.server().write(dir.path(), "server");
+    let server = TestServer::start(
+        &redis.url(),
+        ServerOptions {
+            tls: Some(token_server::tls::TlsFiles {
+                cert: server_files.cert,
+                key: server_files.key,
+                client_ca: Some(ca.write(dir.path(), "client-ca")),
+            }),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let operator = ca.client_with_uri("spiffe://tokens.test/ns/iam/sa/provisioner");
+    let channel = server
+        .tls_channel(&ca.cert_pem(), Some((&operator.cert, &operator.key)))
+        .await
+        .unwrap();
+    let client = register_client(
+        &mut ClientRegistryClient::new(channel.clone()),
+        "confidential",
+        "",
+        &["read"],
+    )
+    .await;
+    let first = issue(&mut TokenServiceClient::new(channel), &client, "alice").await;
+
+    let identity = ca.client_with_uri("spiffe://tokens.test/ns/tokens/sa/token-gateway");
+    let files = identity.write(dir.path(), "gateway");
+    let gateway_ca = ca.write(dir.path(), "gateway-ca");
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BINARY)
+        .env("GATEWAY_LISTEN", &addr)
+        .env("GATEWAY_ADMIN_LISTEN", "off")
+        .env("GATEWAY_TOKEN_SERVICE", format!("https://{}", server.addr))
+        .env("GATEWAY_TOKEN_SERVICE_TLS_NAME", "localhost")
+        .env("GATEWAY_TOKEN_SERVICE_CA", &gateway_ca)
+        .env("GATEWAY_TOKEN_SERVICE_CERT", &files.cert)
+        .env("GATEWAY_TOKEN_SERVICE_KEY", &files.key)
+        .env("GATEWAY_TOKEN_SERVICE_TLS_RELOAD_INTERVAL", "100ms")
+        .env("GATEWAY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "trace")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("token-gateway starts");
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    // Ready means the token server answered its health check over mTLS.
+    wait_until_ready(&http, &base).await;
+    let refresh = |token: String| {
+        http.post(format!("{base}/oauth/token"))
+            .basic_auth(&client.client_id, Some(&client.client_secret))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
+            .send()
+    };
+    let reply = refresh(first.refresh_token.clone()).await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let second: serde_json::Value = reply.json().await.unwrap();
+
+    // cert-manager renews the certificate: written beside and renamed over, as the kubelet
+    // swaps a Secret volume's files.
+    let renewed = ca.client_with_uri("spiffe://tokens.test/ns/tokens/sa/token-gateway");
+    for (path, content) in [(&files.cert, &renewed.cert), (&files.key, &renewed.key)] {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+    wait_for_log(&log_path, "token service TLS files reloaded").await;
+    let reply = refresh(second["refresh_token"].as_str().unwrap().to_owned())
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+
+    let exit = tokio::task::spawn_blocking(move || test_support::terminate(child))
+        .await
+        .unwrap();
+    assert!(exit.success(), "token-gateway exited with {exit}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    // No line of either private key reaches the log.
+    for key in [&identity.key, &renewed.key] {
+        for line in key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!log.contains(line), "key material in the log");
+        }
     }
     server.stop().await;
 }
