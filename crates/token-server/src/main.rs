@@ -11,6 +11,11 @@ use token_server::{App, Cli, Command};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+// mimalloc instead of glibc's malloc: allocation and free were a seventh of the server's CPU
+// under load, mostly short-lived request buffers and futures (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
