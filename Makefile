@@ -80,6 +80,12 @@ STRESS_FIGURES = awk '/^ *Summary \[/ { exit } \
 bench:
 	scripts/bench.sh
 
+## profile: where the token server's CPU goes, in instructions per call (callgrind, release
+## build); PROFILE_MODE=refresh|introspect|echo. scripts/bench-ab.sh A/Bs two binaries.
+.PHONY: profile
+profile:
+	scripts/profile.sh
+
 ## chaos: the fault-injection run with at least 1,000 faults of each kind (release build)
 chaos: deps
 	CHAOS_FAULTS=1000 CHAOS_PERMILLE=30 CHAOS_SECONDS=1500 \
