@@ -10,12 +10,14 @@
 //!   parent-based always-on). Trace ids are made either way, for logs and the audit, unless
 //!   `OTEL_SDK_DISABLED=true`.
 //! - [`propagation`]: an incoming `traceparent` (HTTP or gRPC headers), and the current trace id.
+//! - [`admin`]: the admin HTTP port serving [`metrics`] at `/metrics`, for every binary.
 //! - [`metrics`]: a meter provider per service instance, read by a Prometheus text endpoint
 //!   and exported over OTLP when configured.
 //! - [`LogFormat`]: the two log formats.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod log_format;
 pub mod metrics;
 pub mod propagation;

@@ -20,15 +20,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
-use telemetry::metrics::{MetricsRegistry, PROMETHEUS_CONTENT_TYPE};
+use telemetry::metrics::MetricsRegistry;
 use token_client::TokenClient;
 use tokio::net::TcpListener;
 
@@ -98,11 +95,6 @@ impl GatewayMetrics {
                 .build(),
             registry,
         })
-    }
-
-    /// Every metric, in the Prometheus text format.
-    pub fn render(&self) -> String {
-        self.registry.render_prometheus()
     }
 
     /// Counts one finished call to the token service.
@@ -201,31 +193,14 @@ impl Drop for InFlight {
     }
 }
 
-/// The admin router: `GET /metrics`.
-pub fn admin_router(metrics: Arc<GatewayMetrics>) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
-                    metrics.render(),
-                )
-            }
-        }),
-    )
-}
-
-/// Serves the admin router on `listener` until `shutdown` resolves.
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves (the token server's admin
+/// port, `telemetry::admin`).
 pub async fn serve_admin(
     listener: TcpListener,
     metrics: Arc<GatewayMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, admin_router(metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
+    telemetry::admin::serve(listener, metrics.registry.clone(), shutdown).await
 }
 
 #[cfg(test)]

@@ -21,11 +21,11 @@
 //! - [`reload`]: the keyring and TLS files re-read every interval, so keys and certificates
 //!   rotate without a restart.
 //! - [`observe`]: refresh outcomes counted and appended to the per-client audit.
-//! - [`admin`]: the admin HTTP port (`/metrics`, Prometheus text format).
+//! - the admin HTTP port (`/metrics`, Prometheus text format) is `telemetry::admin`, shared
+//!   with the gateway.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod api;
 pub mod authz;
 pub mod config;
@@ -405,7 +405,7 @@ pub async fn run(
         tasks.spawn(Some(Phase::Stopped), writer);
     }
     if let Some(listener) = app.admin_listener.take() {
-        let admin = admin::serve(
+        let admin = telemetry::admin::serve(
             listener,
             app.metrics.clone(),
             tasks.reached(Phase::Draining),

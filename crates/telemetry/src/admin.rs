@@ -1,13 +1,13 @@
-//! The admin HTTP server: `GET /metrics` in the Prometheus text format. Separate from the gRPC
-//! port, so it can be exposed to the scraper only.
+//! The admin HTTP server of every binary: `GET /metrics` in the Prometheus text format, on a
+//! port of its own, so it can be exposed to the scraper only.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::metrics::{MetricsRegistry, PROMETHEUS_CONTENT_TYPE};
 use axum::Router;
 use axum::http::header;
 use axum::routing::get;
-use telemetry::metrics::{MetricsRegistry, PROMETHEUS_CONTENT_TYPE};
 use tokio::net::TcpListener;
 
 pub fn router(metrics: Arc<MetricsRegistry>) -> Router {
