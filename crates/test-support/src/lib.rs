@@ -13,8 +13,8 @@
 //! - [`otlp`]: an in-memory OTLP/gRPC receiver, for trace and metric assertions.
 //! - [`pki`]: throwaway CAs and certificates for TLS tests.
 //! - `harness` (feature `harness`): token servers and gateways in-process, registered
-//!   clients, SDK load. It depends on the server, SDK and gateway crates, so only the tests of
-//!   those crates and the end-to-end tests turn it on.
+//!   clients, SDK load. It depends on the server, SDK and gateway crates, so only the SDK's,
+//!   the gateway's and token-bench's tests and the end-to-end tests (`tests/`) turn it on.
 
 #![forbid(unsafe_code)]
 

@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`ceiling`]: `redis-benchmark` running EVALSHA of the service's own rotate script.
 //! - [`throughput`]: C callers refreshing their own chains (optionally mixed with, or replaced
-//!   by, introspection).
+//!   by, introspection); with `--echo-duration`, first the echo ceiling of the same server.
 //! - [`storm`]: N parallel refreshes of one token, many rounds.
 //! - [`memory`]: Redis bytes per active family with realistic ids and scopes.
 //! - [`issue`]: a client and N families written to a file, for load generators elsewhere

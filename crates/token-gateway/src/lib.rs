@@ -17,7 +17,8 @@
 //! - [`trace`]: a span per request, continuing the caller's `traceparent`.
 //! - [`config`]: every setting, from flags and `GATEWAY_*` environment variables.
 //! - [`metrics`]: HTTP server metrics (OpenTelemetry semantic conventions), OAuth error and
-//!   token-service call counts, and the admin router serving them ([`router_with_metrics`]).
+//!   token-service call counts, recorded by [`router_with_metrics`] and served on
+//!   `--admin-listen` by [`metrics::serve_admin`] (`telemetry::admin`).
 //!
 //! # Starting it in a test
 //! ```no_run

@@ -8,7 +8,8 @@
 //! - [`run`]: serves until the shutdown future resolves, drains in-flight RPCs, then stops
 //!   every task it started (one phase signal, one drained channel).
 //! - [`api`]: the gRPC handlers, one small function per RPC.
-//! - [`status`]: the one mapping from domain errors to gRPC statuses.
+//! - [`status`]: [`status::EdgeError`] (a domain error, or the edge's own refusals: overload,
+//!   the operator gate) and the one mapping to gRPC statuses.
 //! - Layers in front of every service, outermost first: [`rpc_trace`] (a server span
 //!   continuing the caller's trace, and a duration per RPC), [`deadline`] (the caller's
 //!   `grpc-timeout`, answered DEADLINE_EXCEEDED), [`authz`] (the operator gate in front of
