@@ -2,6 +2,7 @@
 //! port of its own, so it can be exposed to the scraper only.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::metrics::{MetricsRegistry, PROMETHEUS_CONTENT_TYPE};
@@ -34,4 +35,33 @@ pub async fn serve(
     axum::serve(listener, router(metrics))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// A listen address, or none (`off`): the admin ports' (and the token server's health-only
+/// port's) flag type, shared by both binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+/// As the flag reads it, so `--help` shows the default as one would type it.
+impl std::fmt::Display for OptionalAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "off" => Ok(Self(None)),
+            addr => addr
+                .parse()
+                .map(|addr| Self(Some(addr)))
+                .map_err(|e| format!("{e}: expected host:port or `off`")),
+        }
+    }
 }

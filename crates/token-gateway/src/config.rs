@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use telemetry::LogFormat;
+// Re-exported: `--admin-listen` reads it.
+pub use telemetry::admin::OptionalAddr;
 use token_client::ClientConfig;
 
 use crate::tls::TlsFiles;
@@ -77,24 +79,6 @@ pub struct Config {
     /// Log output: `pretty` or `json`. Verbosity comes from `RUST_LOG`.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
-}
-
-/// A listen address, or none (`off`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OptionalAddr(pub Option<SocketAddr>);
-
-impl std::str::FromStr for OptionalAddr {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, String> {
-        match value {
-            "off" => Ok(Self(None)),
-            addr => addr
-                .parse()
-                .map(|addr| Self(Some(addr)))
-                .map_err(|e| format!("{e}: expected host:port or `off`")),
-        }
-    }
 }
 
 /// A configuration that cannot work.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use telemetry::LogFormat;
+// Re-exported: `--admin-listen` and `--health-listen` read it.
+pub use telemetry::admin::OptionalAddr;
 use token_core::{
     DEFAULT_ACCESS_TTL, DEFAULT_GRACE, DEFAULT_REFRESH_ABSOLUTE_TTL, DEFAULT_REFRESH_IDLE_TTL,
     Lifetimes,
@@ -412,34 +414,6 @@ impl Config {
 
 const MAX_AUDIT_EVENTS: u64 = 1_000_000;
 const MAX_AUDIT_RETENTION: Duration = Duration::from_secs(366 * 86_400);
-
-/// A socket address, or none (`off`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OptionalAddr(pub Option<SocketAddr>);
-
-/// As the flag reads it, so `--help` shows the default as one would type it.
-impl std::fmt::Display for OptionalAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(addr) => addr.fmt(f),
-            None => f.write_str("off"),
-        }
-    }
-}
-
-impl std::str::FromStr for OptionalAddr {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, String> {
-        match value {
-            "off" => Ok(Self(None)),
-            addr => addr
-                .parse()
-                .map(|addr| Self(Some(addr)))
-                .map_err(|e| format!("{e}: expected host:port or `off`")),
-        }
-    }
-}
 
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
