@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use test_support::harness::gateway::quick_retries;
-use test_support::harness::{
-    self, RedisServer, ServerOptions, TestClient, TestGateway, TestServer,
-};
+use test_support::harness::{self, MtlsServer, RedisServer, TestClient, TestGateway, TestServer};
 use test_support::pki::{PemIdentity, TestCa};
 use token_gateway::Upstream;
 use token_gateway::tls::{ReloadingTls, Reloads, TlsError, TlsFiles};
@@ -38,27 +36,13 @@ struct Env {
 
 impl Env {
     async fn start() -> Self {
-        let redis = RedisServer::start();
-        let ca = TestCa::new("tokens test CA");
-        let dir = tempfile::tempdir().unwrap();
-        let server_files = ca.server().write(dir.path(), "server");
-        let server = TestServer::start(
-            &redis.url(),
-            ServerOptions {
-                tls: Some(token_server::tls::TlsFiles {
-                    cert: server_files.cert,
-                    key: server_files.key,
-                    client_ca: Some(ca.write(dir.path(), "server-client-ca")),
-                }),
-                ..ServerOptions::default()
-            },
-        )
-        .await;
-        let operator = ca.client_with_uri("spiffe://tokens.test/ns/iam/sa/provisioner");
-        let channel = server
-            .tls_channel(&ca.cert_pem(), Some((&operator.cert, &operator.key)))
-            .await
-            .expect("an operator reaches the server over mTLS");
+        let MtlsServer {
+            redis,
+            ca,
+            dir,
+            server,
+            operator: channel,
+        } = TestServer::start_mtls().await;
         let client = harness::register_client(
             &mut ClientRegistryClient::new(channel),
             "confidential",

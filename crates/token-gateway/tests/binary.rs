@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use test_support::free_port;
-use test_support::harness::{RedisServer, ServerOptions, TestServer, issue, register_client};
+use test_support::harness::{
+    MtlsServer, RedisServer, ServerOptions, TestServer, issue, register_client,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-gateway");
 
@@ -253,31 +255,16 @@ async fn wait_for_log(path: &std::path::Path, line: &str) {
 /// requires client certificates, the gateway's identity from files, renewed while it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reaches_an_mtls_only_token_server_and_reloads_a_renewed_certificate() {
-    use test_support::pki::TestCa;
     use token_client::pb::client_registry_client::ClientRegistryClient;
     use token_client::pb::token_service_client::TokenServiceClient;
 
-    let redis = RedisServer::start();
-    let ca = TestCa::new("tokens test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let server_files = ca.server().write(dir.path(), "server");
-    let server = TestServer::start(
-        &redis.url(),
-        ServerOptions {
-            tls: Some(token_server::tls::TlsFiles {
-                cert: server_files.cert,
-                key: server_files.key,
-                client_ca: Some(ca.write(dir.path(), "client-ca")),
-            }),
-            ..ServerOptions::default()
-        },
-    )
-    .await;
-    let operator = ca.client_with_uri("spiffe://tokens.test/ns/iam/sa/provisioner");
-    let channel = server
-        .tls_channel(&ca.cert_pem(), Some((&operator.cert, &operator.key)))
-        .await
-        .unwrap();
+    let MtlsServer {
+        redis: _redis,
+        ca,
+        dir,
+        server,
+        operator: channel,
+    } = TestServer::start_mtls().await;
     let client = register_client(
         &mut ClientRegistryClient::new(channel.clone()),
         "confidential",

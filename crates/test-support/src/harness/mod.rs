@@ -270,6 +270,40 @@ impl TestServer {
             .await
     }
 
+    /// A token server on its own Redis that accepts only mutual TLS: its certificate and its
+    /// client CA from one test CA, whose files go into a temporary directory the caller can
+    /// add its own to. `operator` reaches it over mTLS as an operator the policy names.
+    pub async fn start_mtls() -> MtlsServer {
+        let redis = RedisServer::start();
+        let ca = crate::pki::TestCa::new("tokens test CA");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let server_files = ca.server().write(dir.path(), "server");
+        let server = TestServer::start(
+            &redis.url(),
+            ServerOptions {
+                tls: Some(TlsFiles {
+                    cert: server_files.cert,
+                    key: server_files.key,
+                    client_ca: Some(ca.write(dir.path(), "server-client-ca")),
+                }),
+                ..ServerOptions::default()
+            },
+        )
+        .await;
+        let identity = ca.client_with_uri("spiffe://tokens.test/ns/iam/sa/provisioner");
+        let operator = server
+            .tls_channel(&ca.cert_pem(), Some((&identity.cert, &identity.key)))
+            .await
+            .expect("an operator reaches the server over mTLS");
+        MtlsServer {
+            redis,
+            ca,
+            dir,
+            server,
+            operator,
+        }
+    }
+
     pub async fn tokens(&self) -> TokenServiceClient<Channel> {
         TokenServiceClient::new(self.channel().await)
     }
@@ -477,4 +511,16 @@ pub async fn run_python(script: &str, input: &[u8], limit: Duration) -> Vec<u8> 
         String::from_utf8_lossy(&output.stderr)
     );
     output.stdout
+}
+
+/// What [`TestServer::start_mtls`] starts, kept alive together.
+pub struct MtlsServer {
+    pub redis: RedisServer,
+    /// Signs the server's certificate and every client certificate it accepts.
+    pub ca: crate::pki::TestCa,
+    /// Holds the server's files; tests add their own.
+    pub dir: tempfile::TempDir,
+    pub server: TestServer,
+    /// An mTLS channel as an operator.
+    pub operator: Channel,
 }
