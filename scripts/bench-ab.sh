@@ -10,22 +10,10 @@ a=$1 b=$2
 shift 2
 rounds="${ROUNDS:-3}"
 cargo build --release --quiet -p token-bench
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-redis_port=$(free_port)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-  --maxmemory-policy noeviction --dir "$work" --logfile "$work/redis.log" &
-redis_pid=$!
-pids+=("$redis_pid")
-for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-(umask 077 && "$a" keygen > "$work/keyring")
-TOKEN_OPERATOR_CREDENTIAL=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
-export TOKEN_OPERATOR_CREDENTIAL
-printf '[[operator]]\nname = "ab"\nbearer_sha256 = "%s"\n' \
-  "$(printf '%s' "$TOKEN_OPERATOR_CREDENTIAL" | sha256sum | cut -d' ' -f1)" > "$work/operators.toml"
+source scripts/bench-env.sh
+start_redis
+make_keyring "$a"
+make_operator ab
 declare -A endpoint server_pid
 for side in A B; do
   port=$(free_port)

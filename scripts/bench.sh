@@ -21,27 +21,13 @@ duration="${BENCH_DURATION:-10s}"
 echo "bench: building (release)"
 cargo build --release --quiet -p token-server -p token-bench -p token-gateway
 bin=target/release
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-redis_port=$(free_port)
+source scripts/bench-env.sh
+start_redis
 grpc_port=$(free_port)
 admin_port=$(free_port)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-  --dir "$work" --logfile "$work/redis.log" &
-redis_pid=$!
-pids+=("$redis_pid")
-for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-
-(umask 077 && "$bin/token-server" keygen > "$work/keyring")
+make_keyring "$bin/token-server"
 # The benchmark registers its clients and issues its families as an operator.
-TOKEN_OPERATOR_CREDENTIAL=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
-export TOKEN_OPERATOR_CREDENTIAL
-printf '[[operator]]\nname = "token-bench"\nbearer_sha256 = "%s"\n' \
-  "$(printf '%s' "$TOKEN_OPERATOR_CREDENTIAL" | sha256sum | cut -d' ' -f1)" > "$work/operators.toml"
+make_operator token-bench
 RUST_LOG=warn "$bin/token-server" --listen "127.0.0.1:$grpc_port" \
   --admin-listen "127.0.0.1:$admin_port" --operator-policy "$work/operators.toml" \
   --redis-url "redis://127.0.0.1:$redis_port" --keyring "$work/keyring" &

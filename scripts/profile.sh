@@ -15,24 +15,11 @@ mkdir -p "$out"
 command -v valgrind >/dev/null || { echo "profile: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 cargo build --release --quiet -p token-server -p token-bench
 bin=target/release
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-redis_port=$(free_port)
+source scripts/bench-env.sh
+start_redis
 grpc_port=$(free_port)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-  --maxmemory-policy noeviction --dir "$work" --logfile "$work/redis.log" &
-pids+=($!)
-for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-
-(umask 077 && "$bin/token-server" keygen > "$work/keyring")
-TOKEN_OPERATOR_CREDENTIAL=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
-export TOKEN_OPERATOR_CREDENTIAL
-printf '[[operator]]\nname = "profile"\nbearer_sha256 = "%s"\n' \
-  "$(printf '%s' "$TOKEN_OPERATOR_CREDENTIAL" | sha256sum | cut -d' ' -f1)" > "$work/operators.toml"
+make_keyring "$bin/token-server"
+make_operator profile
 # Instrumentation starts off: start-up, registration and issuing are not counted.
 RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$out/callgrind.out.$mode" \
