@@ -57,4 +57,4 @@ esac
 total=$(callgrind_annotate "$out/callgrind.out.$mode" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "profile $mode: instructions=$total calls=$(awk "BEGIN {print int($calls * $seconds)}")" \
   "instructions_per_call=$(awk "BEGIN {printf \"%.0f\", $total / ($calls * $seconds)}")"
-callgrind_annotate --inclusive=no "$out/callgrind.out.$mode" 2>/dev/null | sed -n "/^Ir/,$p" | head -40 || true
+callgrind_annotate --inclusive=no "$out/callgrind.out.$mode" 2>/dev/null | sed -n '/^Ir/,$p' | head -40 || true

@@ -232,7 +232,10 @@ impl Lanes {
         }
         // Set once a connection is in hand: from then on the request counts as sent.
         let sent = AtomicBool::new(false);
-        let attempt = async {
+        // Boxed once here: the attempt (connection checkout plus the Redis client's command
+        // future) is a state machine of kilobytes, which every wrapper and caller up to the
+        // refresh would otherwise move by value. Measured with `make profile`.
+        let attempt = Box::pin(async {
             // An own connection stays borrowed until the operation is done, so nothing else
             // runs on it meanwhile.
             let mut own = None;
@@ -257,7 +260,7 @@ impl Lanes {
                 }
             }
         }
-        .instrument(span.clone());
+        .instrument(span.clone()));
         let result = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => {
