@@ -337,6 +337,8 @@ fn create_request(
         client_type: client_type.to_owned(),
         allowed_scopes: allowed_scopes.iter().map(|s| s.to_string()).collect(),
         reuse_policy: reuse_policy.to_owned(),
+        access_token_format: String::new(),
+        access_token_audience: String::new(),
     })
 }
 
@@ -788,6 +790,8 @@ async fn operator_requests_that_break_a_rule_are_refused_and_change_nothing() {
             client_type: "confidential".to_owned(),
             allowed_scopes: vec!["read".to_owned()],
             reuse_policy: String::new(),
+            access_token_format: String::new(),
+            access_token_audience: String::new(),
         })
         .await
         .expect("CreateClient")

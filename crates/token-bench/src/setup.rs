@@ -103,6 +103,8 @@ pub async fn register(channel: Channel, policy: &str) -> anyhow::Result<BenchCli
             client_type: "confidential".to_owned(),
             allowed_scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
             reuse_policy: policy.to_owned(),
+            access_token_format: String::new(),
+            access_token_audience: String::new(),
         })?)
         .await
         .context("CreateClient")?

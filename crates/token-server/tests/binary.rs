@@ -116,6 +116,8 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
             client_type: "confidential".to_owned(),
             allowed_scopes: vec!["read".to_owned()],
             reuse_policy: String::new(),
+            access_token_format: String::new(),
+            access_token_audience: String::new(),
         })
         .await
         .unwrap()

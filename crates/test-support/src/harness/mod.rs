@@ -43,9 +43,16 @@ use tonic_types::StatusExt as _;
 pub use crate::RedisServer;
 pub use gateway::TestGateway;
 
-/// One keyring for every server of a test process, so instances verify each other's tokens.
-pub static KEYRING: LazyLock<Keyring> =
-    LazyLock::new(|| Keyring::parse(&Keyring::generate_line("test1")).expect("test keyring"));
+/// One keyring for every server of a test process, so instances verify each other's tokens:
+/// an HMAC key and an Ed25519 key (`test1-ed`), each signing, as `token-server keygen` writes.
+pub static KEYRING: LazyLock<Keyring> = LazyLock::new(|| {
+    Keyring::parse(&format!(
+        "{}\n{}\n",
+        Keyring::generate_line("test1"),
+        Keyring::generate_ed25519_line("test1-ed")
+    ))
+    .expect("test keyring")
+});
 
 /// How a test server runs: the settings tests vary, each defaulting to the binary's default
 /// (the `DEFAULT_*` constants) unless a test needs otherwise, which its field says.
@@ -355,6 +362,8 @@ pub async fn register_client(
             client_type: client_type.to_owned(),
             allowed_scopes: allowed_scopes.iter().map(|s| s.to_string()).collect(),
             reuse_policy: reuse_policy.to_owned(),
+            access_token_format: String::new(),
+            access_token_audience: String::new(),
         })
         .await
         .expect("CreateClient failed")
