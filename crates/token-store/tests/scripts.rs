@@ -1157,24 +1157,19 @@ async fn create_client_stores_every_field_and_refuses_a_duplicate_id() -> anyhow
     assert_eq!(h.store.client("mobile").await?, Some(mobile));
 
     // A jwt client adds "af" (and "au" when it names an audience); opaque ones never have them.
-    // (client id, format, audience, the fields added to the confidential hash)
-    let jwt_rows: [(&str, AccessTokenFormat, &str, &[(&str, &str)]); 2] = [
-        (
-            "jwt-default-aud",
-            AccessTokenFormat::Jwt,
-            "",
-            &[("af", "jwt")],
-        ),
+    // (client id, audience, the fields added to the confidential hash)
+    type Row<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let jwt_rows: [Row; 2] = [
+        ("jwt-default-aud", "", &[("af", "jwt")]),
         (
             "jwt-own-aud",
-            AccessTokenFormat::Jwt,
             "https://api.example",
             &[("af", "jwt"), ("au", "https://api.example")],
         ),
     ];
-    for (id, format, audience, added) in jwt_rows {
+    for (id, audience, added) in jwt_rows {
         let client = Client {
-            access_token_format: format,
+            access_token_format: AccessTokenFormat::Jwt,
             access_token_audience: audience.to_owned(),
             ..confidential_client(id)
         };
