@@ -342,6 +342,18 @@ fn create_request(
     })
 }
 
+/// A confidential client's registration with this access token format and audience.
+fn create_with_format(client_id: &str, format: &str, audience: &str) -> Request {
+    let Request::CreateClient(request) = create_request(client_id, "jwt", "", &["read"], "") else {
+        unreachable!("create_request makes a CreateClient");
+    };
+    Request::CreateClient(pb::CreateClientRequest {
+        access_token_format: format.to_owned(),
+        access_token_audience: audience.to_owned(),
+        ..request
+    })
+}
+
 /// The clients and families [`ROWS`] are played against.
 struct Cast {
     /// A confidential client, allowed [`ALLOWED_SCOPES`]; holds the main and read-only
@@ -814,6 +826,16 @@ async fn operator_requests_that_break_a_rule_are_refused_and_change_nothing() {
         ("reuse_policy \"revoke\"",
             create_request("bad-reuse_policy", "misconfigured", "", &["read"], "revoke"),
             Malformed("reuse_policy")),
+        ("access_token_format \"JWT\"",
+            create_with_format("bad-format", "JWT", ""),
+            Malformed("access_token_format")),
+        ("access_token_audience with a space",
+            create_with_format("bad-audience", "jwt", "two words"),
+            Malformed("access_token_audience")),
+        // An audience would be silently meaningless on opaque tokens.
+        ("access_token_audience for an opaque client",
+            create_with_format("opaque-audience", "opaque", "https://api.example"),
+            Malformed("access_token_audience")),
         // A public client under the same id would let anyone refresh the original's tokens.
         ("duplicate client id",
             create_request("web-app", "impostor", "public", &["read", "write"], "reject-only"),
