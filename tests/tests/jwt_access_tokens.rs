@@ -6,8 +6,9 @@
 //!
 //! Also here: storms over two instances and grace replays give byte-identical JWTs; a tampered
 //! JWT fails verification and introspects inactive; revocation by a JWT ends its family;
-//! a keyring without an Ed25519 signing key refuses `jwt` clients with a clear reason, and bad
-//! registrations change nothing; and the Ed25519 key rotates under load the way the runbook
+//! a keyring without an Ed25519 signing key refuses `jwt` clients with a clear reason (at
+//! registration, and at a refresh after a reload lost the key, before anything changes), and
+//! bad registrations change nothing; and the Ed25519 key rotates under load the way the runbook
 //! says (a JWT signed before the rotation verifies while its key is verify-only, and the JWKS
 //! drops the key once it is retired).
 
@@ -24,8 +25,8 @@ use test_support::harness::{
     refresh_together, register_client, register_client_as, register_jwt_client,
 };
 use token_client::{ClientConfig, TokenClient};
-use token_core::Keyring;
 use token_core::jwt::JwtSettings;
+use token_core::{Keyring, Store as _};
 use token_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -643,4 +644,57 @@ fn kid_of(token: &str) -> String {
     let header = token.split('.').next().unwrap();
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
     header["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_keyring_reloaded_without_its_ed25519_key_refuses_jwt_refreshes_before_any_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring");
+    let hmac = Keyring::generate_line("h1");
+    let e1 = Keyring::generate_ed25519_line("e1");
+    write_keyring(&path, &keyring_text(&hmac, &[("e1", &e1, "sign")]));
+    let env = Env::start(
+        1,
+        ServerOptions {
+            keyring_file: Some(path.clone()),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let server = &env.servers[0];
+    let client = register_jwt_client(&mut server.registry().await, &["read"], "").await;
+    let mut tokens = server.tokens().await;
+    let pair = issue(&mut tokens, &client, "erin").await;
+    let family = pair.family_id.parse().unwrap();
+    let before = server.service.store().family(family).await.unwrap();
+
+    // An operator's mistake: the Ed25519 key removed while jwt clients exist.
+    write_keyring(&path, &format!("{hmac}\n"));
+    let mut keyring = server.service.watch_keyring();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        keyring.wait_for(|k| k.jwt_signing_key_id().is_none()),
+    )
+    .await
+    .expect("the keyring reloads")
+    .expect("the service is alive");
+    let refused = tokens
+        .refresh_token_pair(refresh_request(&client, &pair.refresh_token))
+        .await
+        .expect_err("no key to sign the JWT with");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(harness::reason(&refused), "NO_JWT_SIGNING_KEY");
+    assert_eq!(server.service.store().family(family).await.unwrap(), before);
+
+    // The key back: the same refresh token rotates as if nothing had happened.
+    write_keyring(&path, &keyring_text(&hmac, &[("e1", &e1, "sign")]));
+    until_loaded(&env.servers, "e1", &["e1"]).await;
+    let next = tokens
+        .refresh_token_pair(refresh_request(&client, &pair.refresh_token))
+        .await
+        .expect("refreshes once the key is back")
+        .into_inner();
+    assert!(!next.replayed);
+    assert_eq!(kid_of(&next.access_token), "e1");
+    env.stop().await;
 }
