@@ -2,7 +2,8 @@
 # `make bench`: release build, a dedicated redis-server and token-server on free loopback
 # ports, then in one run: the EVALSHA ceiling (redis-benchmark), the gRPC echo ceiling
 # (Health/Check), refresh throughput at 64 callers (printed as ratios of both ceilings and of
-# the two combined, with server CPU per refresh), the same refreshes over HTTP through
+# the two combined, with server CPU per refresh), the same for a `jwt` client (RFC 9068
+# access tokens) beside the opaque one, the same refreshes over HTTP through
 # token-gateway with wrk (beside the gRPC figure), a mixed and an introspection-only load,
 # storms of 1,000, and Redis bytes per family. Each mode ends with a `bench <mode>:` line.
 # BENCH_DURATION (default 10s) sets each timed run's length.
@@ -50,6 +51,15 @@ throughput_out=$("$bin/token-bench" throughput "${target[@]}" --concurrency 64 \
 echo "$throughput_out"
 throughput_line=$(grep '^bench throughput:' <<<"$throughput_out")
 grpc_per_s=$(sed -n 's/.*refresh_per_s=\([0-9.]*\).*/\1/p' <<<"$throughput_line")
+
+# The same refreshes for a client whose access tokens are RFC 9068 JWTs (Ed25519-signed; the
+# keyring from keygen has the key), printed beside the opaque figure above.
+jwt_line=$("$bin/token-bench" throughput "${target[@]}" --concurrency 64 \
+  --duration "$duration" --access-token-format jwt | grep '^bench throughput:')
+jwt_per_s=$(sed -n 's/.*refresh_per_s=\([0-9.]*\).*/\1/p' <<<"$jwt_line")
+echo "bench jwt: jwt_refresh_per_s=$jwt_per_s opaque_refresh_per_s=$grpc_per_s" \
+  "ratio_to_opaque=$(awk "BEGIN {printf \"%.2f\", $jwt_per_s / $grpc_per_s}")" \
+  "${jwt_line#bench throughput: }"
 
 # The same refreshes over HTTP: token-gateway in front of the same token-server, wrk with 64
 # connections, each request a real rotation (scripts/wrk-refresh.lua keeps one chain per

@@ -44,4 +44,9 @@ curl -sS -u "$CLIENT:$SECRET" -d "token=$AT" "$GATEWAY/oauth/introspect"; echo
 curl -sS -u "$CLIENT:$SECRET" -d grant_type=refresh_token -d "refresh_token=$RT" \
   -w '\nHTTP %{http_code}\n' "$GATEWAY/oauth/token"
 
+# What a resource server verifying JWT access tokens (clients registered with
+# access_token_format "jwt") fetches: the public keys and the RFC 8414 metadata.
+curl -sS "$GATEWAY/.well-known/jwks.json"; echo
+curl -sS "$GATEWAY/.well-known/oauth-authorization-server"; echo
+
 curl -sS "$GATEWAY/healthz"; echo

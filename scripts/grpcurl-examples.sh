@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # grpcurl walk-through of the token service: register a client, start a token family,
-# refresh it, see a grace replay, introspect and revoke. `make run` prints this file; run it
+# refresh it, see a grace replay, introspect and revoke; then a client with JWT access tokens
+# and the public keys that verify them. `make run` prints this file; run it
 # as it is, or paste its lines. The server address comes from TOKEN_ADDR (default below).
 # Operator RPCs (ClientRegistry, IssueTokenPair, ListRefreshEvents, SummarizeRefreshEvents)
 # present the operator credential that `make run` created in .dev/operator-credential (or
@@ -41,5 +42,15 @@ grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$CLIENT\",\"page_siz
   "$ADDR" tokens.v1.TokenService/ListRefreshEvents
 grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$CLIENT\",\"window\":\"3600s\"}" \
   "$ADDR" tokens.v1.TokenService/SummarizeRefreshEvents
+
+# A client whose access tokens are RFC 9068 JWTs, which resource servers verify with the
+# public keys GetJwks returns (the gateway serves them at /.well-known/jwks.json).
+JWT_CLIENT=$(grpcurl -plaintext "${AS_OPERATOR[@]}" \
+  -d '{"client_type":"public","allowed_scopes":["read"],"access_token_format":"jwt"}' \
+  "$ADDR" tokens.v1.ClientRegistry/CreateClient | json clientId)
+AT_JWT=$(grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$JWT_CLIENT\",\"subject\":\"bob\"}" \
+  "$ADDR" tokens.v1.TokenService/IssueTokenPair | json accessToken)
+echo "jwt access token: $AT_JWT"
+grpcurl -plaintext "$ADDR" tokens.v1.TokenService/GetJwks
 
 grpcurl -plaintext "$ADDR" grpc.health.v1.Health/Check

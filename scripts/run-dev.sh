@@ -36,6 +36,10 @@ if [ ! -f .dev/keyring ]; then
   mkdir -p .dev
   (umask 077 && target/release/token-server keygen > .dev/keyring)
   echo "run: created a development keyring in .dev/keyring"
+elif ! grep -q ' ed25519:' .dev/keyring; then
+  # A development keyring from before JWT access tokens: add the Ed25519 key keygen now writes.
+  (umask 077 && target/release/token-server keygen --key-id "dev$(date +%s)" | grep ' ed25519:' >> .dev/keyring)
+  echo "run: added an Ed25519 key (JWT access tokens) to .dev/keyring"
 fi
 
 mkdir -p .dev

@@ -22,7 +22,7 @@ use token_core::store::{FamilyState, FamilyStatus};
 use token_core::token::{ACCESS_PREFIX, AccessClaims, Claims, REFRESH_PREFIX, RefreshClaims};
 use token_core::validate::{
     self, MAX_CLIENT_ID_LEN, MAX_NAME_LEN, MAX_SCOPE_LEN, MAX_SCOPES, MAX_SECRET_LEN,
-    MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
+    MAX_SUBJECT_LEN, MAX_JWT_LEN,
 };
 use token_core::{ClientType, Error, FamilyId, Keyring, ReusePolicy, Scopes};
 use token_gateway::Error as GatewayError;
@@ -64,11 +64,11 @@ fn other_keyring() -> &'static Keyring {
 /// [`MintCase`], are minted, verified and tampered with.
 ///
 /// - `verify` never panics and fails only with `TokenInvalid`, or `Malformed` exactly when
-///   the input is longer than `MAX_TOKEN_LEN`; its error text never contains the token.
+///   the input is longer than `MAX_JWT_LEN`; its error text never contains the token.
 /// - A token that verifies is the one its claims re-mint to, byte for byte (so there is one
 ///   spelling of every token and a grace replay re-derives exactly what was issued).
 /// - A minted token verifies to its claims; for a subject within `MAX_SUBJECT_LEN` it fits
-///   `MAX_TOKEN_LEN`; any one edit of it, a swapped prefix, or a keyring with other secrets
+///   `MAX_JWT_LEN`; any one edit of it, a swapped prefix, or a keyring with other secrets
 ///   makes it fail.
 pub fn token_parse(data: &[u8]) {
     check_verify(&String::from_utf8_lossy(data));
@@ -82,10 +82,11 @@ fn check_verify(token: &str) {
     let result = ring.verify("refresh_token", token);
     match &result {
         Ok(claims) => {
-            assert!(token.len() <= MAX_TOKEN_LEN);
+            assert!(token.len() <= MAX_JWT_LEN);
             let reminted = match claims {
                 Claims::Refresh(c) => ring.mint_refresh(c),
                 Claims::Access(c) => ring.mint_access(c),
+                Claims::Jwt(c) => ring.mint_jwt(c),
             }
             .expect("the claims of a verified token re-mint");
             assert_eq!(
@@ -93,11 +94,11 @@ fn check_verify(token: &str) {
                 "a verified token is not the canonical form of its claims"
             );
         }
-        Err(Error::TokenInvalid) => assert!(token.len() <= MAX_TOKEN_LEN),
+        Err(Error::TokenInvalid) => assert!(token.len() <= MAX_JWT_LEN),
         Err(Error::Malformed { field, problem }) => {
-            assert!(token.len() > MAX_TOKEN_LEN, "Malformed for a short token");
+            assert!(token.len() > MAX_JWT_LEN, "Malformed for a short token");
             assert_eq!(*field, "refresh_token");
-            let expected = format!("is {} bytes, the limit is {MAX_TOKEN_LEN}", token.len());
+            let expected = format!("is {} bytes, the limit is {MAX_JWT_LEN}", token.len());
             assert_eq!(*problem, expected);
         }
         Err(other) => panic!("verify answered {other:?}"),
@@ -208,18 +209,18 @@ fn check_mint(case: &MintCase) {
     assert!(token.starts_with(&format!("{prefix}.")));
     if subject.len() <= MAX_SUBJECT_LEN {
         assert!(
-            token.len() <= MAX_TOKEN_LEN,
-            "a token for a {}-byte subject is {} bytes, over the {MAX_TOKEN_LEN}-byte limit",
+            token.len() <= MAX_JWT_LEN,
+            "a token for a {}-byte subject is {} bytes, over the {MAX_JWT_LEN}-byte limit",
             subject.len(),
             token.len()
         );
     }
     match ring.verify("t", &token) {
         Ok(verified) => assert_eq!(verified, claims),
-        Err(Error::Malformed { .. }) => assert!(token.len() > MAX_TOKEN_LEN),
+        Err(Error::Malformed { .. }) => assert!(token.len() > MAX_JWT_LEN),
         Err(err) => panic!("a freshly minted token fails to verify: {err:?}"),
     }
-    if token.len() > MAX_TOKEN_LEN {
+    if token.len() > MAX_JWT_LEN {
         return;
     }
     let edited = case.edit.apply(&token);
@@ -262,6 +263,11 @@ pub const KEYRING_PROBLEMS: &[&str] = &[
     "more than one signing key",
     "role must be `sign` or `verify`",
     "no signing key (mark exactly one key `sign`)",
+    "ed25519 seed is not URL-safe base64",
+    "ed25519 seed must be exactly 32 bytes",
+    "unusable ed25519 seed",
+    "more than one ed25519 signing key",
+    "unknown key type (the only typed secret is `ed25519:`)",
 ];
 
 /// `keyring_parse`: the input, as text, goes to [`Keyring::parse`].
@@ -392,7 +398,7 @@ impl<'a> Arbitrary<'a> for Text {
             0..=4 => (*u.choose(SAMPLES)?).to_owned(),
             5 | 6 => {
                 let byte = *u.choose(b"aZ9._:-!~ \"\\\x7f")?;
-                // Up to a little past the largest limit (MAX_TOKEN_LEN).
+                // Up to a little past the largest limit (MAX_JWT_LEN).
                 let len = u.int_in_range(0usize..=1100)?;
                 String::from_utf8(vec![byte; len]).expect("ASCII")
             }
@@ -487,7 +493,7 @@ pub fn request_validation(req: Request) {
         MAX_SUBJECT_LEN,
         MAX_NAME_LEN,
         MAX_SECRET_LEN,
-        MAX_TOKEN_LEN,
+        MAX_JWT_LEN,
         usize::from(req.any_max),
     ] {
         let required = validate::required("f", value, max);

@@ -337,6 +337,20 @@ fn create_request(
         client_type: client_type.to_owned(),
         allowed_scopes: allowed_scopes.iter().map(|s| s.to_string()).collect(),
         reuse_policy: reuse_policy.to_owned(),
+        access_token_format: String::new(),
+        access_token_audience: String::new(),
+    })
+}
+
+/// A confidential client's registration with this access token format and audience.
+fn create_with_format(client_id: &str, format: &str, audience: &str) -> Request {
+    let Request::CreateClient(request) = create_request(client_id, "jwt", "", &["read"], "") else {
+        unreachable!("create_request makes a CreateClient");
+    };
+    Request::CreateClient(pb::CreateClientRequest {
+        access_token_format: format.to_owned(),
+        access_token_audience: audience.to_owned(),
+        ..request
     })
 }
 
@@ -788,6 +802,8 @@ async fn operator_requests_that_break_a_rule_are_refused_and_change_nothing() {
             client_type: "confidential".to_owned(),
             allowed_scopes: vec!["read".to_owned()],
             reuse_policy: String::new(),
+            access_token_format: String::new(),
+            access_token_audience: String::new(),
         })
         .await
         .expect("CreateClient")
@@ -810,6 +826,16 @@ async fn operator_requests_that_break_a_rule_are_refused_and_change_nothing() {
         ("reuse_policy \"revoke\"",
             create_request("bad-reuse_policy", "misconfigured", "", &["read"], "revoke"),
             Malformed("reuse_policy")),
+        ("access_token_format \"JWT\"",
+            create_with_format("bad-format", "JWT", ""),
+            Malformed("access_token_format")),
+        ("access_token_audience with a space",
+            create_with_format("bad-audience", "jwt", "two words"),
+            Malformed("access_token_audience")),
+        // An audience would be silently meaningless on opaque tokens.
+        ("access_token_audience for an opaque client",
+            create_with_format("opaque-audience", "opaque", "https://api.example"),
+            Malformed("access_token_audience")),
         // A public client under the same id would let anyone refresh the original's tokens.
         ("duplicate client id",
             create_request("web-app", "impostor", "public", &["read", "write"], "reject-only"),

@@ -58,6 +58,9 @@ async fn the_printed_grpcurl_examples_work() {
         "{stdout}"
     );
     assert!(stdout.contains("\"total\": \"2\""), "{stdout}");
+    // The jwt client's access token is a JWT; GetJwks shows the key that verifies it.
+    assert!(stdout.contains("jwt access token: eyJ"), "{stdout}");
+    assert!(stdout.contains("\"kty\": \"OKP\""), "{stdout}");
     server.stop().await;
 }
 
@@ -89,7 +92,7 @@ async fn the_printed_curl_examples_work() {
     // The refresh and its repetition print the same pair.
     let pairs: Vec<serde_json::Value> = lines
         .iter()
-        .filter(|l| l.contains("\"refresh_token\""))
+        .filter(|l| l.contains("\"access_token\""))
         .map(|l| serde_json::from_str(l).expect("a JSON token response"))
         .collect();
     assert_eq!(pairs.len(), 2, "{stdout}");
@@ -103,6 +106,14 @@ async fn the_printed_curl_examples_work() {
     assert!(lines.contains(&r#"{"active":false}"#), "{stdout}");
     assert!(stdout.contains("\"error\":\"invalid_grant\""), "{stdout}");
     assert!(lines.contains(&"HTTP 400"), "{stdout}");
+    let documents: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.contains("\"keys\"") || l.contains("\"jwks_uri\""))
+        .map(|l| serde_json::from_str(l).expect("a JSON document"))
+        .collect();
+    assert_eq!(documents.len(), 2, "{stdout}");
+    assert_eq!(documents[0]["keys"][0]["kty"], "OKP", "{stdout}");
+    assert_eq!(documents[1]["grant_types_supported"][0], "refresh_token");
     assert!(
         lines.contains(&r#"{"token_service":"SERVING"}"#),
         "{stdout}"

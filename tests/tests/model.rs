@@ -163,6 +163,8 @@ impl Case {
                     client_type,
                     allowed_scopes: &["read".to_owned(), "write".to_owned()],
                     reuse_policy: policy,
+                    access_token_format: "",
+                    access_token_audience: "",
                 })
                 .await
                 .unwrap();

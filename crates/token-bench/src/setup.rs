@@ -94,8 +94,18 @@ pub struct BenchClient {
     pub client_secret: String,
 }
 
-/// Registers a fresh confidential client allowed the realistic scopes.
+/// Registers a fresh confidential client allowed the realistic scopes, with opaque access
+/// tokens.
 pub async fn register(channel: Channel, policy: &str) -> anyhow::Result<BenchClient> {
+    register_with_format(channel, policy, "opaque").await
+}
+
+/// [`register`], with access tokens of `access_token_format` (`opaque` or `jwt`).
+pub async fn register_with_format(
+    channel: Channel,
+    policy: &str,
+    access_token_format: &str,
+) -> anyhow::Result<BenchClient> {
     let created = ClientRegistryClient::new(channel)
         .create_client(as_operator(pb::CreateClientRequest {
             client_id: String::new(),
@@ -103,6 +113,8 @@ pub async fn register(channel: Channel, policy: &str) -> anyhow::Result<BenchCli
             client_type: "confidential".to_owned(),
             allowed_scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
             reuse_policy: policy.to_owned(),
+            access_token_format: access_token_format.to_owned(),
+            access_token_audience: String::new(),
         })?)
         .await
         .context("CreateClient")?

@@ -44,6 +44,10 @@ pub struct Options {
     /// The same-run EVALSHA ceiling, to print the ratio against.
     #[arg(long)]
     pub ceiling_per_s: Option<f64>,
+    /// The bench client's access tokens: `opaque` (the service's own) or `jwt` (RFC 9068,
+    /// Ed25519-signed: what signing costs per refresh).
+    #[arg(long, default_value = "opaque")]
+    pub access_token_format: String,
     /// Measure the echo ceiling (Health/Check) for this long first; 0 skips it.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub echo_duration: Duration,
@@ -63,9 +67,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .cloned()
         .map(TokenServiceClient::new)
         .collect();
-    let bench_client = setup::register(
+    let bench_client = setup::register_with_format(
         setup::channel(&options.target.endpoint).await?,
         "revoke-family",
+        &options.access_token_format,
     )
     .await?;
     let pairs = setup::issue_families(&clients[0], &bench_client, options.families, 64).await?;
@@ -124,8 +129,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     let shape = format!(
-        "concurrency={concurrency} families={} channels={}",
-        options.families, options.channels
+        "concurrency={concurrency} families={} channels={} access_token_format={}",
+        options.families, options.channels, options.access_token_format
     );
     let refresh_per_s = total.refreshes.count() as f64 / seconds;
     let introspect_per_s = total.introspections.count() as f64 / seconds;

@@ -117,6 +117,30 @@ async fn every_mode_prints_its_line_without_errors() {
         assert!(throughput.contains(figure), "no {figure} in {throughput}");
     }
 
+    // A jwt client's refreshes, as `make bench` runs them beside the opaque ones.
+    let jwt = run(
+        with(
+            "throughput",
+            &[
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
+                "--families",
+                "8",
+                "--concurrency",
+                "2",
+                "--access-token-format",
+                "jwt",
+            ],
+        ),
+        "throughput",
+    )
+    .await
+    .unwrap();
+    assert!(jwt.contains(" errors=0 "), "{jwt}");
+    assert!(jwt.contains(" access_token_format=jwt"), "{jwt}");
+
     let mixed = run(
         with(
             "throughput",

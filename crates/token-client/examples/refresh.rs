@@ -32,6 +32,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             client_type: "public".to_owned(),
             allowed_scopes: vec!["read".to_owned()],
             reuse_policy: String::new(),
+            access_token_format: String::new(),
+            access_token_audience: String::new(),
         })
         .await?
         .into_inner();

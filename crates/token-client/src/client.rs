@@ -196,6 +196,18 @@ impl TokenClient {
                 grpc.introspect_token(req).await
             })
     }
+
+    /// `GetJwks`: the public keys that verify JWT access tokens, and their issuer. A read:
+    /// retried like the others.
+    pub fn get_jwks(
+        &self,
+    ) -> impl Future<Output = Result<pb::GetJwksResponse, Error>> + Send + 'static + use<> {
+        self.caller.clone().call(
+            "GetJwks",
+            pb::GetJwksRequest {},
+            |mut grpc, req| async move { grpc.get_jwks(req).await },
+        )
+    }
 }
 
 impl fmt::Debug for TokenClient {

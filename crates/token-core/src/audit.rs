@@ -84,9 +84,10 @@ impl RefreshOutcome {
             | Error::ClientExists(_)
             | Error::ClientNotFound(_)
             | Error::PublicClient(_) => RefreshOutcome::Rejected,
-            Error::StoreUnavailable(_) | Error::StoreFull(_) | Error::Internal(_) => {
-                RefreshOutcome::Unavailable
-            }
+            Error::StoreUnavailable(_)
+            | Error::StoreFull(_)
+            | Error::NoJwtSigningKey
+            | Error::Internal(_) => RefreshOutcome::Unavailable,
         }
     }
 

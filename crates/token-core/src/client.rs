@@ -82,6 +82,64 @@ impl FromStr for ReusePolicy {
     }
 }
 
+/// What a client's access tokens are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessTokenFormat {
+    /// The service's own `at1.` token, checked by introspection. The default.
+    Opaque,
+    /// An RFC 9068 JWT signed with the keyring's Ed25519 key, verifiable locally.
+    Jwt,
+}
+
+impl AccessTokenFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessTokenFormat::Opaque => "opaque",
+            AccessTokenFormat::Jwt => "jwt",
+        }
+    }
+}
+
+impl FromStr for AccessTokenFormat {
+    type Err = Error;
+
+    /// Empty means the default, `opaque`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "" | "opaque" => Ok(AccessTokenFormat::Opaque),
+            "jwt" => Ok(AccessTokenFormat::Jwt),
+            _ => Err(Error::malformed(
+                "access_token_format",
+                "must be \"opaque\" or \"jwt\"",
+            )),
+        }
+    }
+}
+
+/// The longest `access_token_audience` accepted.
+pub const MAX_AUDIENCE_LEN: usize = 256;
+
+/// Checks a JWT audience (`aud`, RFC 7519 StringOrURI): 1 to 256 printable ASCII characters
+/// without spaces, quotes or backslashes (a URL or a plain name).
+pub fn validate_audience(field: &'static str, audience: &str) -> Result<(), Error> {
+    if audience.is_empty() || audience.len() > MAX_AUDIENCE_LEN {
+        return Err(Error::malformed(
+            field,
+            format!("must be 1 to {MAX_AUDIENCE_LEN} characters"),
+        ));
+    }
+    if !audience
+        .bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Err(Error::malformed(
+            field,
+            "must be printable ASCII without spaces, quotes or backslashes",
+        ));
+    }
+    Ok(())
+}
+
 /// A registered client as stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Client {
@@ -94,6 +152,12 @@ pub struct Client {
     /// SHA-256 of the secret, URL-safe base64; empty for public clients.
     pub secret_hash: String,
     pub created_at_ms: u64,
+    /// What its access tokens are; fixed at registration, so a family's tokens never change
+    /// kind.
+    pub access_token_format: AccessTokenFormat,
+    /// The `aud` of its JWT access tokens; empty: the server's `--access-token-audience`.
+    /// Always empty for opaque clients.
+    pub access_token_audience: String,
 }
 
 impl fmt::Debug for Client {
@@ -104,6 +168,7 @@ impl fmt::Debug for Client {
             .field("client_type", &self.client_type)
             .field("allowed_scopes", &self.allowed_scopes)
             .field("reuse_policy", &self.reuse_policy)
+            .field("access_token_format", &self.access_token_format)
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +215,24 @@ pub fn hash_secret(secret: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn audiences_are_plain_printable_strings() {
+        for good in ["https://api.example.com", "orders", "urn:example:api"] {
+            assert!(super::validate_audience("a", good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(super::MAX_AUDIENCE_LEN + 1);
+        for bad in [
+            "",
+            "two words",
+            "quote\"",
+            "back\\slash",
+            "tab\t",
+            long.as_str(),
+        ] {
+            assert!(super::validate_audience("a", bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn client(client_type: ClientType, secret_hash: String) -> Client {
@@ -161,6 +244,8 @@ mod tests {
             reuse_policy: ReusePolicy::RevokeFamily,
             secret_hash,
             created_at_ms: 0,
+            access_token_format: AccessTokenFormat::Opaque,
+            access_token_audience: String::new(),
         }
     }
 
@@ -191,6 +276,15 @@ mod tests {
             "reject-only".parse::<ReusePolicy>().unwrap(),
             ReusePolicy::RejectOnly
         );
+        assert_eq!(
+            "".parse::<AccessTokenFormat>().unwrap(),
+            AccessTokenFormat::Opaque
+        );
+        assert_eq!(
+            "jwt".parse::<AccessTokenFormat>().unwrap(),
+            AccessTokenFormat::Jwt
+        );
+        assert!("JWT".parse::<AccessTokenFormat>().is_err());
         assert!("Public".parse::<ClientType>().is_err());
         assert!("revoke".parse::<ReusePolicy>().is_err());
     }

@@ -69,6 +69,8 @@ mod tests {
             reuse_policy: ReusePolicy::RevokeFamily,
             secret_hash: String::new(),
             created_at_ms: 0,
+            access_token_format: crate::client::AccessTokenFormat::Opaque,
+            access_token_audience: String::new(),
         }
     }
 

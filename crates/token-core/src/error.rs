@@ -71,6 +71,11 @@ pub enum Error {
     #[error("client {0:?} is public and has no secret")]
     PublicClient(String),
 
+    /// A `jwt` client asked for, or served, while the keyring has no Ed25519 key marked
+    /// `sign`: add one (`token-server keygen` writes one) and nothing else changes.
+    #[error("the keyring has no ed25519 signing key, which JWT access tokens need")]
+    NoJwtSigningKey,
+
     /// A broken invariant (corrupt store record, retired signing key). Logged in full,
     /// answered as INTERNAL without detail.
     #[error("internal error: {0}")]
@@ -97,6 +102,7 @@ impl Error {
             Error::ClientExists(_) => "CLIENT_EXISTS",
             Error::ClientNotFound(_) => "CLIENT_NOT_FOUND",
             Error::PublicClient(_) => "PUBLIC_CLIENT",
+            Error::NoJwtSigningKey => "NO_JWT_SIGNING_KEY",
             Error::Internal(_) => "INTERNAL",
         }
     }

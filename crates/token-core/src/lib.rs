@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - [`token`]: the keyed token format (`rt1.` / `at1.` + payload + HMAC) and its claims.
-//! - [`keyring`]: signing keys by id, loaded from a file; one signs, all verify.
+//! - [`keyring`]: signing keys by id, loaded from a file (HMAC, and Ed25519 for JWTs); one of
+//!   each kind signs, all verify.
+//! - [`jwt`]: RFC 9068 JWT access tokens (Ed25519), for clients that ask for them.
 //! - [`client`]: registered clients, their secrets (stored only as hashes) and authentication.
 //! - [`audit`]: refresh outcomes as events, the observer told of each, audit queries, and
 //!   the [`AuditStore`](audit::AuditStore) trait they are answered through.
@@ -26,6 +28,7 @@ pub mod client;
 pub mod client_cache;
 pub mod clock;
 pub mod error;
+pub mod jwt;
 pub mod keyring;
 pub mod scope;
 pub mod service;
@@ -34,7 +37,7 @@ pub mod store;
 pub mod token;
 pub mod validate;
 
-pub use client::{Client, ClientType, ReusePolicy};
+pub use client::{AccessTokenFormat, Client, ClientType, ReusePolicy};
 pub use clock::{Clock, ManualClock, SyncedClock, SystemClock};
 pub use error::{Error, StoreError};
 pub use keyring::Keyring;

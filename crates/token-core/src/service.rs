@@ -8,10 +8,11 @@ use tokio::sync::watch;
 
 use crate::audit::{self, RefreshEvent, RefreshObserver, RefreshOutcome};
 use crate::auth_throttle::AuthThrottle;
-use crate::client::{self, Client, ClientType, ReusePolicy};
+use crate::client::{self, AccessTokenFormat, Client, ClientType, ReusePolicy};
 use crate::client_cache::ClientCache;
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::jwt::{JwtClaims, JwtSettings};
 use crate::keyring::Keyring;
 use crate::scope::Scopes;
 use crate::single_flight::TakeoverFlight;
@@ -20,7 +21,7 @@ use crate::store::{
 };
 use crate::token::{AccessClaims, Claims, FamilyId, RefreshClaims};
 use crate::validate::{
-    self, MAX_HINT_LEN, MAX_NAME_LEN, MAX_SECRET_LEN, MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
+    self, MAX_HINT_LEN, MAX_JWT_LEN, MAX_NAME_LEN, MAX_SECRET_LEN, MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
 };
 
 /// How long things live.
@@ -93,6 +94,10 @@ pub struct NewClient<'a> {
     pub client_type: &'a str,
     pub allowed_scopes: &'a [String],
     pub reuse_policy: &'a str,
+    /// "opaque" (default) or "jwt".
+    pub access_token_format: &'a str,
+    /// Only for "jwt"; empty: the server's default audience.
+    pub access_token_audience: &'a str,
 }
 
 /// A pair as handed to the caller.
@@ -151,6 +156,8 @@ pub struct TokenService<S> {
     keyring: watch::Sender<Arc<Keyring>>,
     clock: Arc<dyn Clock>,
     lifetimes: Lifetimes,
+    /// `iss` and the default `aud` of JWT access tokens.
+    jwt: JwtSettings,
     /// Off (TTL zero) unless [`TokenService::with_client_cache`] turns it on.
     clients: ClientCache,
     /// Identical refreshes in flight on this instance share one rotation.
@@ -198,6 +205,7 @@ impl<S: Store> TokenService<S> {
             keyring: watch::Sender::new(Arc::new(keyring)),
             clock,
             lifetimes,
+            jwt: JwtSettings::default(),
             clients: ClientCache::new(Duration::ZERO),
             refreshes: TakeoverFlight::default(),
             failed_authentications: AuthThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURE_REFILL),
@@ -219,6 +227,16 @@ impl<S: Store> TokenService<S> {
     /// with the keys they started with.
     pub fn replace_keyring(&self, keyring: Keyring) {
         self.keyring.send_replace(Arc::new(keyring));
+    }
+
+    /// Signs JWT access tokens as `settings.issuer`.
+    pub fn with_jwt_settings(mut self, settings: JwtSettings) -> Self {
+        self.jwt = settings;
+        self
+    }
+
+    pub fn jwt_settings(&self) -> &JwtSettings {
+        &self.jwt
     }
 
     /// Reports every refresh outcome to `observer`.
@@ -267,13 +285,14 @@ impl<S: Store> TokenService<S> {
             client_id: client.client_id.clone(),
             scopes,
             fixed_now_ms: self.clock.fixed_ms(),
-            key_id: self.keyring().signing_key_id().to_owned(),
+            key_id: signing_key_ids(&self.keyring(), &client)?,
             absolute_ttl_ms: millis(self.lifetimes.refresh_absolute_ttl),
             idle_ttl_ms: millis(self.lifetimes.refresh_idle_ttl),
         };
         // The store's clock stamps generation 1: its issue time goes into the tokens.
         let current = self.store.create_family(&family).await?;
         self.mint_pair(
+            &client,
             family.family,
             req.subject,
             &current,
@@ -379,7 +398,8 @@ impl<S: Store> TokenService<S> {
             access_scope_mask = Some(family.scopes.mask_of(&requested));
         }
 
-        let keyring = self.keyring();
+        // Refused before anything changes if the client's tokens cannot be signed.
+        let signing_key_id = signing_key_ids(&self.keyring(), &client)?;
         let outcome = self
             .store
             .rotate(&RotateRequest {
@@ -390,7 +410,7 @@ impl<S: Store> TokenService<S> {
                 stamp_ms,
                 grace_ms: millis(self.lifetimes.grace),
                 idle_ttl_ms: millis(self.lifetimes.refresh_idle_ttl),
-                signing_key_id: keyring.signing_key_id(),
+                signing_key_id: &signing_key_id,
                 reuse_policy: client.reuse_policy,
                 access_scope_mask,
             })
@@ -402,11 +422,22 @@ impl<S: Store> TokenService<S> {
                     Rotation::Replayed => "grace replay",
                     Rotation::RolledForward => "ahead of the store (lost write)",
                 };
-                // A fresh rotation happened at the store's now; never count from before it.
-                let now_ms = self.clock.now_ms().max(current.rotated_at_ms);
+                // A fresh pair is counted from its rotation (the store's now), so `expires_in`
+                // is the access token's whole lifetime (a JWT's `exp - iat`); a replay, from now.
+                let now_ms = match rotation {
+                    Rotation::Replayed => self.clock.now_ms().max(current.rotated_at_ms),
+                    Rotation::Rotated | Rotation::RolledForward => current.rotated_at_ms,
+                };
                 // A replay carries the winner's scopes, whatever this caller asked for: it
                 // re-delivers what was issued and never mints anything else.
-                self.mint_pair(claims.family, &claims.subject, &current, rotation, now_ms)
+                self.mint_pair(
+                    &client,
+                    claims.family,
+                    &claims.subject,
+                    &current,
+                    rotation,
+                    now_ms,
+                )
             }
             RotateOutcome::Expired => Err(Error::TokenExpired),
             RotateOutcome::Revoked => Err(Error::TokenRevoked),
@@ -425,7 +456,7 @@ impl<S: Store> TokenService<S> {
     pub async fn revoke(&self, req: RevokeRequest<'_>) -> Result<RevokeOutcome, Error> {
         validate::client_id("client_id", req.client_id)?;
         validate::optional("client_secret", req.client_secret, MAX_SECRET_LEN)?;
-        validate::required("token", req.token, MAX_TOKEN_LEN)?;
+        validate::required("token", req.token, MAX_JWT_LEN)?;
         // RFC 7009 section 2.1: a hint the server does not understand is ignored and the token
         // is looked for anyway. (Ours needs none: the token says what it is.)
         validate::optional("token_type_hint", req.token_type_hint, MAX_HINT_LEN)?;
@@ -457,7 +488,7 @@ impl<S: Store> TokenService<S> {
         &self,
         req: IntrospectRequest<'_>,
     ) -> Result<Option<Introspection>, Error> {
-        validate::required("token", req.token, MAX_TOKEN_LEN)?;
+        validate::required("token", req.token, MAX_JWT_LEN)?;
         if !req.client_id.is_empty() {
             validate::client_id("client_id", req.client_id)?;
             validate::optional("client_secret", req.client_secret, MAX_SECRET_LEN)?;
@@ -492,6 +523,16 @@ impl<S: Store> TokenService<S> {
                 }
                 let scopes = family.scopes.select(c.scope_mask);
                 (scopes, c.expires_at_ms, c.issued_at_ms, TOKEN_TYPE_ACCESS)
+            }
+            Claims::Jwt(c) => {
+                let (exp_ms, iat_ms) = (c.expires_at_s * 1000, c.issued_at_s * 1000);
+                if now_ms >= exp_ms
+                    || c.client_id != family.client_id
+                    || c.scopes.check_within(&family.scopes).is_err()
+                {
+                    return Ok(None);
+                }
+                (c.scopes.clone(), exp_ms, iat_ms, TOKEN_TYPE_ACCESS)
             }
             Claims::Refresh(c) => {
                 let grace_ms = millis(self.lifetimes.grace);
@@ -540,6 +581,16 @@ impl<S: Store> TokenService<S> {
         validate::optional("name", req.name, MAX_NAME_LEN)?;
         let client_type: ClientType = req.client_type.parse()?;
         let reuse_policy: ReusePolicy = req.reuse_policy.parse()?;
+        let access_token_format: AccessTokenFormat = req.access_token_format.parse()?;
+        if !req.access_token_audience.is_empty() {
+            client::validate_audience("access_token_audience", req.access_token_audience)?;
+            if access_token_format != AccessTokenFormat::Jwt {
+                return Err(Error::malformed(
+                    "access_token_audience",
+                    "is only for clients whose access_token_format is \"jwt\"",
+                ));
+            }
+        }
         let allowed_scopes = Scopes::parse("allowed_scopes", req.allowed_scopes)?;
         let (client_secret, secret_hash) = match client_type {
             ClientType::Confidential => client::generate_secret(),
@@ -558,7 +609,15 @@ impl<S: Store> TokenService<S> {
             reuse_policy,
             secret_hash,
             created_at_ms: self.clock.now_ms(),
+            access_token_format,
+            access_token_audience: req.access_token_audience.to_owned(),
         };
+        // After every field is valid: the one refusal an operator fixes in the keyring.
+        if access_token_format == AccessTokenFormat::Jwt
+            && self.keyring().jwt_signing_key_id().is_none()
+        {
+            return Err(Error::NoJwtSigningKey);
+        }
         if !self.store.create_client(&client).await? {
             return Err(Error::ClientExists(client_id));
         }
@@ -568,12 +627,21 @@ impl<S: Store> TokenService<S> {
         })
     }
 
+    /// A client's registration; a `jwt` client's audience is the one its tokens carry (the
+    /// server's default when it named none).
     pub async fn get_client(&self, client_id: &str) -> Result<Client, Error> {
         validate::client_id("client_id", client_id)?;
-        self.store
+        let mut client = self
+            .store
             .client(client_id)
             .await?
-            .ok_or_else(|| Error::ClientNotFound(client_id.to_owned()))
+            .ok_or_else(|| Error::ClientNotFound(client_id.to_owned()))?;
+        if client.access_token_format == AccessTokenFormat::Jwt
+            && client.access_token_audience.is_empty()
+        {
+            client.access_token_audience = self.jwt.default_audience.clone();
+        }
+        Ok(client)
     }
 
     /// Replaces a confidential client's secret; the old one stops working at once.
@@ -653,6 +721,7 @@ impl<S: Store> TokenService<S> {
     /// what makes replays byte-identical.
     fn mint_pair(
         &self,
+        client: &Client,
         family: FamilyId,
         subject: &str,
         current: &Current,
@@ -667,32 +736,93 @@ impl<S: Store> TokenService<S> {
             .min(current.absolute_expiry_ms);
         let refresh_expires_ms = (current.rotated_at_ms + millis(self.lifetimes.refresh_idle_ttl))
             .min(current.absolute_expiry_ms);
-        let access_token = self.keyring().mint_access(&AccessClaims {
+        let keyring = self.keyring();
+        let (hmac_key_id, jwt_key_id) = split_key_ids(&current.key_id);
+        let mut expires_in_s = seconds_until(access_expires_ms, now_ms);
+        let access_token = match client.access_token_format {
+            AccessTokenFormat::Opaque => keyring.mint_access(&AccessClaims {
+                family,
+                generation: current.generation,
+                issued_at_ms: current.rotated_at_ms,
+                expires_at_ms: access_expires_ms,
+                scope_mask: current.scopes.mask_of(&scopes),
+                key_id: hmac_key_id.to_owned(),
+                subject: subject.to_owned(),
+            })?,
+            AccessTokenFormat::Jwt => {
+                let key_id = jwt_key_id.ok_or_else(|| {
+                    Error::Internal(format!(
+                        "family {family} of jwt client {:?} names no ed25519 key",
+                        client.client_id
+                    ))
+                })?;
+                // Whole seconds, both derived from the rotation, so `exp - iat` is the
+                // lifetime a fresh pair's `expires_in` reports.
+                let issued_at_s = current.rotated_at_ms / 1000;
+                let lifetime_s = access_expires_ms.saturating_sub(current.rotated_at_ms) / 1000;
+                expires_in_s = expires_in_s.min(lifetime_s as i64);
+                keyring.mint_jwt(&JwtClaims {
+                    family,
+                    generation: current.generation,
+                    key_id: key_id.to_owned(),
+                    issuer: self.jwt.issuer.clone(),
+                    audience: if client.access_token_audience.is_empty() {
+                        self.jwt.default_audience.clone()
+                    } else {
+                        client.access_token_audience.clone()
+                    },
+                    subject: subject.to_owned(),
+                    client_id: client.client_id.clone(),
+                    scopes: scopes.clone(),
+                    issued_at_s,
+                    expires_at_s: issued_at_s + lifetime_s,
+                })?
+            }
+        };
+        let refresh_token = keyring.mint_refresh(&RefreshClaims {
             family,
             generation: current.generation,
             issued_at_ms: current.rotated_at_ms,
-            expires_at_ms: access_expires_ms,
-            scope_mask: current.scopes.mask_of(&scopes),
-            key_id: current.key_id.clone(),
-            subject: subject.to_owned(),
-        })?;
-        let refresh_token = self.keyring().mint_refresh(&RefreshClaims {
-            family,
-            generation: current.generation,
-            issued_at_ms: current.rotated_at_ms,
-            key_id: current.key_id.clone(),
+            key_id: hmac_key_id.to_owned(),
             subject: subject.to_owned(),
         })?;
         Ok(TokenPair {
             access_token,
             refresh_token,
-            expires_in_s: seconds_until(access_expires_ms, now_ms),
+            expires_in_s,
             refresh_expires_in_s: seconds_until(refresh_expires_ms, now_ms),
             scopes,
             family,
             generation: current.generation,
             rotation,
         })
+    }
+}
+
+/// Separates the HMAC key id from the Ed25519 key id in what a family stores as its key id
+/// (`h1+e1`, for a `jwt` client's family): replays must re-sign with both keys the generation
+/// was minted with, and the family record keeps one key-id field. Neither kind of id can
+/// contain it.
+pub const KEY_ID_SEPARATOR: char = '+';
+
+/// The key ids a new generation of `client`'s family is minted with, as the family stores
+/// them: the HMAC signing key, and for a `jwt` client the Ed25519 one too.
+fn signing_key_ids(keyring: &Keyring, client: &Client) -> Result<String, Error> {
+    let hmac = keyring.signing_key_id();
+    match client.access_token_format {
+        AccessTokenFormat::Opaque => Ok(hmac.to_owned()),
+        AccessTokenFormat::Jwt => {
+            let jwt = keyring.jwt_signing_key_id().ok_or(Error::NoJwtSigningKey)?;
+            Ok(format!("{hmac}{KEY_ID_SEPARATOR}{jwt}"))
+        }
+    }
+}
+
+/// The stored key id split into (HMAC key, Ed25519 key if any).
+fn split_key_ids(stored: &str) -> (&str, Option<&str>) {
+    match stored.split_once(KEY_ID_SEPARATOR) {
+        Some((hmac, jwt)) => (hmac, Some(jwt)),
+        None => (stored, None),
     }
 }
 

@@ -16,8 +16,9 @@ use hmac::Mac as _;
 use rand::RngCore as _;
 
 use crate::error::Error;
+use crate::jwt::JwtClaims;
 use crate::keyring::{Keyring, is_valid_key_id};
-use crate::validate::MAX_TOKEN_LEN;
+use crate::validate::MAX_JWT_LEN;
 
 pub const REFRESH_PREFIX: &str = "rt1";
 pub const ACCESS_PREFIX: &str = "at1";
@@ -90,11 +91,13 @@ pub struct AccessClaims {
     pub subject: String,
 }
 
-/// A verified token of either kind.
+/// A verified token of any kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claims {
     Refresh(RefreshClaims),
     Access(AccessClaims),
+    /// An RFC 9068 JWT access token (a `jwt` client's).
+    Jwt(JwtClaims),
 }
 
 impl Claims {
@@ -102,6 +105,7 @@ impl Claims {
         match self {
             Claims::Refresh(c) => c.family,
             Claims::Access(c) => c.family,
+            Claims::Jwt(c) => c.family,
         }
     }
 
@@ -109,6 +113,7 @@ impl Claims {
         match self {
             Claims::Refresh(c) => &c.subject,
             Claims::Access(c) => &c.subject,
+            Claims::Jwt(c) => &c.subject,
         }
     }
 }
@@ -140,14 +145,18 @@ impl Keyring {
         self.seal(ACCESS_PREFIX, &payload, &claims.key_id)
     }
 
-    /// Parses and verifies a token of either kind. Every failure is [`Error::TokenInvalid`]
+    /// Parses and verifies a token of any kind: ours by their prefix, anything else as a JWT.
+    /// Every failure is [`Error::TokenInvalid`]
     /// (oversize input is [`Error::Malformed`]); which check failed is not revealed.
     pub fn verify(&self, field: &'static str, token: &str) -> Result<Claims, Error> {
-        if token.len() > MAX_TOKEN_LEN {
+        if token.len() > MAX_JWT_LEN {
             return Err(Error::malformed(
                 field,
-                format!("is {} bytes, the limit is {MAX_TOKEN_LEN}", token.len()),
+                format!("is {} bytes, the limit is {MAX_JWT_LEN}", token.len()),
             ));
+        }
+        if !token.starts_with("rt1.") && !token.starts_with("at1.") {
+            return self.verify_jwt(token).map(Claims::Jwt);
         }
         let mut parts = token.split('.');
         let (Some(prefix), Some(payload_b64), Some(mac_b64), None) =
@@ -187,6 +196,7 @@ impl Keyring {
         let key_id = match &claims {
             Claims::Refresh(c) => &c.key_id,
             Claims::Access(c) => &c.key_id,
+            Claims::Jwt(_) => return Err(Error::TokenInvalid),
         };
         let mut hmac = self.mac(key_id).ok_or(Error::TokenInvalid)?;
         hmac.update(prefix.as_bytes());
@@ -331,7 +341,7 @@ mod tests {
 
     #[test]
     fn oversize_is_malformed_not_invalid() {
-        let long = "a".repeat(MAX_TOKEN_LEN + 1);
+        let long = "a".repeat(MAX_JWT_LEN + 1);
         assert!(matches!(
             ring().verify("t", &long),
             Err(Error::Malformed { .. })

@@ -7,7 +7,12 @@ pub const MAX_CLIENT_ID_LEN: usize = 128;
 pub const MAX_SUBJECT_LEN: usize = 256;
 pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_SECRET_LEN: usize = 256;
+/// A refresh token (always the service's own, well under this).
 pub const MAX_TOKEN_LEN: usize = 1024;
+/// A token given to RevokeToken or IntrospectToken, which may be a JWT access token: the
+/// largest one this service can mint (64 scopes of 128 characters, a 256-byte subject,
+/// audience and issuer) is about 13 KiB.
+pub const MAX_JWT_LEN: usize = 14 * 1024;
 pub const MAX_SCOPE_LEN: usize = 128;
 /// RFC 7009 `token_type_hint`: any value is accepted (unknown ones are ignored) up to this.
 pub const MAX_HINT_LEN: usize = 128;

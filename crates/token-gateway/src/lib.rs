@@ -3,8 +3,9 @@
 //! through the SDK, whose retries and single-flight it inherits, and holds no state of its own.
 //!
 //! # Layout
-//! - [`router`]: the endpoints, `POST /oauth/token`, `/oauth/revoke`, `/oauth/introspect` and
-//!   `GET /healthz`, over an [`Upstream`].
+//! - [`router`]: the endpoints, `POST /oauth/token`, `/oauth/revoke`, `/oauth/introspect`,
+//!   `GET /healthz`, and `GET /.well-known/jwks.json` and `/.well-known/oauth-authorization-server`
+//!   (the public keys and RFC 8414 metadata of JWT access tokens), over an [`Upstream`].
 //! - [`serve`]: serves a router until the shutdown future resolves, then drains.
 //! - [`upstream`]: the token service as the gateway reaches it (SDK client and health stub).
 //! - [`tls`]: TLS or mutual TLS to the token service, its certificate files re-read while the
@@ -74,6 +75,10 @@ pub const REVOKE_PATH: &str = "/oauth/revoke";
 pub const INTROSPECT_PATH: &str = "/oauth/introspect";
 /// 200 when the token service is SERVING, 503 otherwise.
 pub const HEALTH_PATH: &str = "/healthz";
+/// RFC 7517 JWK Set: the public keys of JWT access tokens.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// RFC 8414 authorization server metadata.
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
 /// Largest request body read. A refresh is a few hundred bytes; anything near this is not a
 /// client of ours.
@@ -87,6 +92,8 @@ pub fn router(upstream: Upstream) -> Router {
         .route(REVOKE_PATH, post(endpoints::revoke::handle))
         .route(INTROSPECT_PATH, post(endpoints::introspect::handle))
         .route(HEALTH_PATH, get(endpoints::health::handle))
+        .route(JWKS_PATH, get(endpoints::well_known::jwks))
+        .route(METADATA_PATH, get(endpoints::well_known::metadata))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Added last, so outermost: the span covers everything above, 405s and limits included.
         .layer(axum::middleware::from_fn(trace::http_request))

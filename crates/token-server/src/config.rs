@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use telemetry::LogFormat;
 // Re-exported: `--admin-listen` and `--health-listen` read it.
 pub use telemetry::admin::OptionalAddr;
+use token_core::jwt::{DEFAULT_ISSUER, JwtSettings};
 use token_core::{
     DEFAULT_ACCESS_TTL, DEFAULT_GRACE, DEFAULT_REFRESH_ABSOLUTE_TTL, DEFAULT_REFRESH_IDLE_TTL,
     Lifetimes,
@@ -89,9 +90,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print a new keyring line (a random 256-bit signing key) to stdout.
+    /// Print a new keyring to stdout: a random 256-bit HMAC key `<key-id>` and an Ed25519 key
+    /// `<key-id>-ed` (for JWT access tokens), both signing.
     Keygen {
-        /// Id of the new key; defaults to `k` and the current Unix time.
+        /// Id of the new HMAC key (the Ed25519 key's is it plus `-ed`); defaults to `k` and the
+        /// current Unix time.
         #[arg(long)]
         key_id: Option<String>,
     },
@@ -131,6 +134,16 @@ pub struct Config {
     /// Lifetime of access tokens.
     #[arg(long, env = "TOKEN_ACCESS_TTL", default_value = shown::ACCESS_TTL, value_parser = humantime::parse_duration)]
     pub access_ttl: Duration,
+
+    /// The `iss` of JWT access tokens and the RFC 8414 metadata's `issuer`: the URL where the
+    /// HTTP gateway is reached.
+    #[arg(long, env = "TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
+    pub issuer: String,
+
+    /// The `aud` of JWT access tokens of clients registered without
+    /// `access_token_audience`; the issuer when unset.
+    #[arg(long, env = "TOKEN_ACCESS_TOKEN_AUDIENCE")]
+    pub access_token_audience: Option<String>,
 
     /// A token family unused this long expires.
     #[arg(long, env = "TOKEN_REFRESH_IDLE_TTL", default_value = shown::REFRESH_IDLE_TTL, value_parser = humantime::parse_duration)]
@@ -258,6 +271,8 @@ pub enum ConfigError {
     WaitTimeoutTooLong,
     #[error("{0} must be at most {1}")]
     TooLarge(&'static str, &'static str),
+    #[error("{0}: {1}")]
+    Invalid(&'static str, String),
 }
 
 /// A percentage (`90%`, `92.5`, `0`) as permille.
@@ -282,6 +297,8 @@ impl Default for Config {
             keyring_reload_interval: DEFAULT_KEYRING_RELOAD_INTERVAL,
             grace_period: DEFAULT_GRACE,
             access_ttl: DEFAULT_ACCESS_TTL,
+            issuer: DEFAULT_ISSUER.to_owned(),
+            access_token_audience: None,
             refresh_idle_ttl: DEFAULT_REFRESH_IDLE_TTL,
             refresh_absolute_ttl: DEFAULT_REFRESH_ABSOLUTE_TTL,
             client_cache_ttl: DEFAULT_CLIENT_CACHE_TTL,
@@ -354,7 +371,27 @@ impl Config {
         if self.grace_period >= self.refresh_idle_ttl {
             return Err(ConfigError::GraceTooLong);
         }
+        // The same rule as a client's own audience: a plain string or URI, no spaces.
+        let settings = self.jwt_settings();
+        for (flag, value) in [
+            ("--issuer", &settings.issuer),
+            ("--access-token-audience", &settings.default_audience),
+        ] {
+            token_core::client::validate_audience("value", value)
+                .map_err(|err| ConfigError::Invalid(flag, err.to_string()))?;
+        }
         Ok(())
+    }
+
+    /// `iss` and the default `aud` of JWT access tokens.
+    pub fn jwt_settings(&self) -> JwtSettings {
+        JwtSettings {
+            issuer: self.issuer.clone(),
+            default_audience: self
+                .access_token_audience
+                .clone()
+                .unwrap_or_else(|| self.issuer.clone()),
+        }
     }
 
     pub fn lifetimes(&self) -> Lifetimes {

@@ -182,6 +182,7 @@ impl App {
         let service = Arc::new(
             TokenService::new(store.clone(), keyring, clock.clone(), config.lifetimes())
                 .with_client_cache(config.client_cache_ttl)
+                .with_jwt_settings(config.jwt_settings())
                 .with_refresh_observer(Arc::new(recorder)),
         );
         Ok(Self {

@@ -26,10 +26,16 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_default();
             format!("k{}", now.as_secs())
         });
+        // One HMAC key (the service's own tokens) and one Ed25519 key (JWT access tokens),
+        // both signing: such a file serves every client, opaque or jwt, with no more setup.
         let text = format!(
-            "# token-server keyring: <key-id> <secret> <sign|verify>; keep this file secret\n{}\n",
-            Keyring::generate_line(&key_id)
+            "# token-server keyring: <key-id> <secret> <sign|verify>; keep this file secret\n\
+             # HMAC key, then the Ed25519 key that signs JWT access tokens (`ed25519:<seed>`)\n\
+             {}\n{}\n",
+            Keyring::generate_line(&key_id),
+            Keyring::generate_ed25519_line(&format!("{key_id}-ed"))
         );
+        Keyring::parse(&text).context("--key-id: 1 to 29 letters, digits, '-' or '_'")?;
         // `keygen | head -1` closes the pipe early; that is not an error worth a panic.
         return match std::io::stdout().write_all(text.as_bytes()) {
             Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),

@@ -90,10 +90,24 @@ impl KeyringFile {
                 );
             }
         }
+        let jwt_ids = |k: &Keyring| -> Vec<String> {
+            k.public_keys().into_iter().map(|key| key.key_id).collect()
+        };
+        let jwt_keys = jwt_ids(&keyring);
+        for retired in jwt_ids(&before) {
+            if !jwt_keys.contains(&retired) {
+                tracing::warn!(
+                    key_id = retired,
+                    "ed25519 key retired: left the JWKS; JWTs signed with it no longer verify"
+                );
+            }
+        }
         tracing::info!(
             path = %shown,
             signing = keyring.signing_key_id(),
             keys = ?keyring.key_ids(),
+            jwt_signing = keyring.jwt_signing_key_id(),
+            jwt_keys = ?jwt_keys,
             "keyring reloaded"
         );
         self.service.replace_keyring(keyring);

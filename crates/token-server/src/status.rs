@@ -142,6 +142,9 @@ pub fn classify(err: &EdgeError) -> (Code, ErrorReason, &'static str) {
         Error::ClientExists(_) => (Code::AlreadyExists, R::ClientExists, "invalid_request"),
         Error::ClientNotFound(_) => (Code::NotFound, R::ClientNotFound, "invalid_request"),
         Error::PublicClient(_) => (Code::FailedPrecondition, R::PublicClient, "invalid_request"),
+        // The server's keyring lacks what the client's registration needs: the operator's to
+        // fix, not the caller's.
+        Error::NoJwtSigningKey => (Code::FailedPrecondition, R::NoJwtSigningKey, "server_error"),
         Error::Internal(_) => (Code::Internal, R::Internal, "server_error"),
     }
 }
@@ -208,6 +211,7 @@ mod tests {
             Error::ClientExists("c".into()),
             Error::ClientNotFound("c".into()),
             Error::PublicClient("c".into()),
+            Error::NoJwtSigningKey,
             Error::Internal("x".into()),
         ]
         .into_iter()

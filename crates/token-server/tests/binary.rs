@@ -51,29 +51,34 @@ impl Secrets {
     }
 }
 
-fn keygen(dir: &Path) -> (std::path::PathBuf, String) {
+/// A keyring from `keygen`, and the secret of each of its keys (the HMAC secret, the Ed25519
+/// seed).
+fn keygen(dir: &Path) -> (std::path::PathBuf, Vec<String>) {
     let output = Command::new(BINARY)
         .arg("keygen")
         .output()
         .expect("keygen runs");
     assert!(output.status.success(), "keygen failed: {output:?}");
     let text = String::from_utf8(output.stdout).expect("keygen prints text");
-    let secret = text
+    let secrets: Vec<String> = text
         .lines()
-        .find(|l| !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .expect("keygen prints `<id> <secret> sign`")
-        .to_owned();
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let secret = l.split_whitespace().nth(1).expect("`<id> <secret> sign`");
+            secret.trim_start_matches("ed25519:").to_owned()
+        })
+        .collect();
+    assert_eq!(secrets.len(), 2, "keygen writes an HMAC and an Ed25519 key");
     let path = dir.join("keyring");
     std::fs::write(&path, text).unwrap();
-    (path, secret)
+    (path, secrets)
 }
 
 #[tokio::test]
 async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (keyring, key_secret) = keygen(dir.path());
+    let (keyring, key_secrets) = keygen(dir.path());
     let addr = format!("127.0.0.1:{}", free_port());
     let log_path = dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -106,7 +111,7 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator.clone());
     let mut tokens = TokenServiceClient::with_interceptor(channel, as_operator);
     let mut secrets = Secrets::default();
-    secrets.0.push(key_secret);
+    secrets.0.extend(key_secrets);
     secrets.0.push(OPERATOR_CREDENTIAL.to_owned());
 
     let created = registry
@@ -116,6 +121,8 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
             client_type: "confidential".to_owned(),
             allowed_scopes: vec!["read".to_owned()],
             reuse_policy: String::new(),
+            access_token_format: String::new(),
+            access_token_audience: String::new(),
         })
         .await
         .unwrap()
@@ -150,6 +157,48 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
         .unwrap()
         .into_inner();
     assert!(replay.replayed);
+
+    // A client with JWT access tokens, signed with keygen's Ed25519 key: its tokens stay out
+    // of the log too.
+    let jwt_client = registry
+        .create_client(pb::CreateClientRequest {
+            client_id: "log-check-jwt".to_owned(),
+            client_type: "public".to_owned(),
+            allowed_scopes: vec!["read".to_owned()],
+            access_token_format: "jwt".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let jwt_pair = tokens
+        .issue_token_pair(pb::IssueTokenPairRequest {
+            client_id: jwt_client.client_id.clone(),
+            subject: "bob".to_owned(),
+            scopes: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(jwt_pair.access_token.starts_with("eyJ"));
+    secrets.pair(&jwt_pair);
+    let jwt_next = tokens
+        .refresh_token_pair(pb::RefreshTokenPairRequest {
+            client_id: jwt_client.client_id,
+            refresh_token: jwt_pair.refresh_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.pair(&jwt_next);
+    tokens
+        .introspect_token(pb::IntrospectTokenRequest {
+            token: jwt_next.access_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
 
     // Refusals of every kind, each carrying something secret in the request.
     let wrong_secret = format!("{}x", created.client_secret);

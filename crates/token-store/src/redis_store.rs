@@ -9,7 +9,7 @@ use deadpool_redis::redis::{self, AsyncCommands as _};
 use token_core::store::{
     Current, FamilyState, NewFamily, Reuse, RevokeOutcome, RotateOutcome, RotateRequest,
 };
-use token_core::{Client, FamilyId, Scopes, Store, StoreError};
+use token_core::{AccessTokenFormat, Client, FamilyId, Scopes, Store, StoreError};
 
 use crate::connector::{Connector, Topology};
 use crate::family_record;
@@ -315,6 +315,12 @@ impl Store for RedisStore {
                 .get("ca")
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| corrupt("client: bad creation time"))?,
+            // Absent in every record written before JWT access tokens existed: opaque.
+            access_token_format: fields
+                .get("af")
+                .map_or(Ok(AccessTokenFormat::Opaque), |v| v.parse())
+                .map_err(|_| corrupt("client: bad access token format"))?,
+            access_token_audience: fields.get("au").cloned().unwrap_or_default(),
         }))
     }
 

@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use deadpool_redis::redis;
 use scripts_support::*;
 use token_core::store::{FamilyState, FamilyStatus, Reuse, RevokeOutcome, RotateOutcome, Rotation};
-use token_core::{Client, ClientType, FamilyId, ReusePolicy, Scopes, Store, StoreError};
+use token_core::{
+    AccessTokenFormat, Client, ClientType, FamilyId, ReusePolicy, Scopes, Store, StoreError,
+};
 use token_store::{DEFAULT_HIGH_WATER_PERMILLE, family_record, script};
 
 use scripts_support::After::{KeptTtl, NewTtl, NoFamily, Rewritten, Unchanged};
@@ -1081,6 +1083,8 @@ fn confidential_client(client_id: &str) -> Client {
         reuse_policy: ReusePolicy::RejectOnly,
         secret_hash: "hash-1".into(),
         created_at_ms: NOW,
+        access_token_format: AccessTokenFormat::Opaque,
+        access_token_audience: String::new(),
     }
 }
 
@@ -1093,6 +1097,8 @@ fn public_client(client_id: &str) -> Client {
         reuse_policy: ReusePolicy::RevokeFamily,
         secret_hash: String::new(),
         created_at_ms: NOW,
+        access_token_format: AccessTokenFormat::Opaque,
+        access_token_audience: String::new(),
     }
 }
 
@@ -1149,6 +1155,32 @@ async fn create_client_stores_every_field_and_refuses_a_duplicate_id() -> anyhow
         ])
     );
     assert_eq!(h.store.client("mobile").await?, Some(mobile));
+
+    // A jwt client adds "af" (and "au" when it names an audience); opaque ones never have them.
+    // (client id, audience, the fields added to the confidential hash)
+    type Row<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let jwt_rows: [Row; 2] = [
+        ("jwt-default-aud", "", &[("af", "jwt")]),
+        (
+            "jwt-own-aud",
+            "https://api.example",
+            &[("af", "jwt"), ("au", "https://api.example")],
+        ),
+    ];
+    for (id, audience, added) in jwt_rows {
+        let client = Client {
+            access_token_format: AccessTokenFormat::Jwt,
+            access_token_audience: audience.to_owned(),
+            ..confidential_client(id)
+        };
+        assert!(h.store.create_client(&client).await?, "{id}");
+        assert_eq!(
+            h.hgetall(&h.client_key(id)).await?,
+            with(confidential_hash(), added),
+            "{id}"
+        );
+        assert_eq!(h.store.client(id).await?, Some(client), "{id}");
+    }
     Ok(())
 }
 
@@ -1238,9 +1270,22 @@ async fn set_client_secret_replaces_only_a_live_confidential_clients_hash() -> a
 async fn create_client_script_rejects_invalid_arguments_and_writes_nothing() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
     let key = h.client_key("web");
-    // ARGV: 1 name, 2 type, 3 scopes, 4 policy, 5 secret hash, 6 now.
-    let baseline = args!["Web", "confidential", "read", "reject-only", "hash-1", NOW];
-    let rows: [(&str, &[(usize, &str)]); 7] = [
+    // ARGV: 1 name, 2 type, 3 scopes, 4 policy, 5 secret hash, 6 now, 7 access token format,
+    // 8 audience.
+    let baseline = args![
+        "Web",
+        "confidential",
+        "read",
+        "reject-only",
+        "hash-1",
+        NOW,
+        "jwt",
+        "https://api.example"
+    ];
+    let rows: [(&str, &[(usize, &str)]); 10] = [
+        ("unknown access token format", &[(7, "paseto")]),
+        ("empty access token format", &[(7, ""), (8, "")]),
+        ("audience on an opaque client", &[(7, "opaque")]),
         ("confidential with an empty hash", &[(5, "")]),
         ("public with a hash", &[(2, "public"), (4, "revoke-family")]),
         ("unknown type", &[(2, "private"), (4, "revoke-family")]),
@@ -1269,7 +1314,9 @@ async fn create_client_script_rejects_invalid_arguments_and_writes_nothing() -> 
         "read write",
         "reject-only",
         "hash-1",
-        NOW
+        NOW,
+        "opaque",
+        ""
     ];
     assert_eq!(
         h.invoke(&script::create_client::SCRIPT, &key, &valid)

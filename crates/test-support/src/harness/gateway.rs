@@ -37,6 +37,12 @@ impl TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("cannot bind a loopback port");
+        Self::start_on(listener, upstream)
+    }
+
+    /// A gateway serving on `listener`, bound by the caller: for a test that must know the
+    /// gateway's address before the token service starts (its `--issuer`).
+    pub fn start_on(listener: TcpListener, upstream: Upstream) -> Self {
         let addr = listener.local_addr().expect("listener address");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(token_gateway::serve(

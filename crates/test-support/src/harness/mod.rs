@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures::future::join_all;
 
 pub use crate::ServingStatus;
+use token_core::jwt::JwtSettings;
 use token_core::{Clock, Keyring, Lifetimes, SyncedClock, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
@@ -43,9 +44,16 @@ use tonic_types::StatusExt as _;
 pub use crate::RedisServer;
 pub use gateway::TestGateway;
 
-/// One keyring for every server of a test process, so instances verify each other's tokens.
-pub static KEYRING: LazyLock<Keyring> =
-    LazyLock::new(|| Keyring::parse(&Keyring::generate_line("test1")).expect("test keyring"));
+/// One keyring for every server of a test process, so instances verify each other's tokens:
+/// an HMAC key and an Ed25519 key (`test1-ed`), each signing, as `token-server keygen` writes.
+pub static KEYRING: LazyLock<Keyring> = LazyLock::new(|| {
+    Keyring::parse(&format!(
+        "{}\n{}\n",
+        Keyring::generate_line("test1"),
+        Keyring::generate_ed25519_line("test1-ed")
+    ))
+    .expect("test keyring")
+});
 
 /// How a test server runs: the settings tests vary, each defaulting to the binary's default
 /// (the `DEFAULT_*` constants) unless a test needs otherwise, which its field says.
@@ -86,6 +94,8 @@ pub struct ServerOptions {
     pub high_water_permille: u32,
     /// `--redis-allow-eviction`.
     pub allow_evicting_redis: bool,
+    /// `--issuer` and `--access-token-audience`.
+    pub jwt: JwtSettings,
 }
 
 impl Default for ServerOptions {
@@ -110,6 +120,7 @@ impl Default for ServerOptions {
             health_listener: false,
             high_water_permille: DEFAULT_HIGH_WATER_PERMILLE,
             allow_evicting_redis: false,
+            jwt: JwtSettings::default(),
         }
     }
 }
@@ -152,6 +163,8 @@ impl ServerOptions {
             reflection: self.reflection,
             redis_memory_high_water: self.high_water_permille,
             redis_allow_eviction: self.allow_evicting_redis,
+            issuer: self.jwt.issuer.clone(),
+            access_token_audience: Some(self.jwt.default_audience.clone()),
             ..Config::default()
         }
     }
@@ -348,14 +361,55 @@ pub async fn register_client(
     reuse_policy: &str,
     allowed_scopes: &[&str],
 ) -> TestClient {
+    register_client_as(
+        registry,
+        client_request(client_type, reuse_policy, allowed_scopes),
+    )
+    .await
+}
+
+/// The `CreateClient` request [`register_client`] sends: a generated id, opaque access tokens.
+pub fn client_request(
+    client_type: &str,
+    reuse_policy: &str,
+    allowed_scopes: &[&str],
+) -> pb::CreateClientRequest {
+    pb::CreateClientRequest {
+        client_id: String::new(),
+        name: "test client".to_owned(),
+        client_type: client_type.to_owned(),
+        allowed_scopes: allowed_scopes.iter().map(|s| s.to_string()).collect(),
+        reuse_policy: reuse_policy.to_owned(),
+        access_token_format: String::new(),
+        access_token_audience: String::new(),
+    }
+}
+
+/// Registers a confidential client whose access tokens are JWTs (`audience` empty: the
+/// server's default).
+pub async fn register_jwt_client(
+    registry: &mut ClientRegistryClient<Channel>,
+    allowed_scopes: &[&str],
+    audience: &str,
+) -> TestClient {
+    register_client_as(
+        registry,
+        pb::CreateClientRequest {
+            access_token_format: "jwt".to_owned(),
+            access_token_audience: audience.to_owned(),
+            ..client_request("confidential", "revoke-family", allowed_scopes)
+        },
+    )
+    .await
+}
+
+/// Registers the client `request` describes.
+pub async fn register_client_as(
+    registry: &mut ClientRegistryClient<Channel>,
+    request: pb::CreateClientRequest,
+) -> TestClient {
     let created = registry
-        .create_client(pb::CreateClientRequest {
-            client_id: String::new(),
-            name: "test client".to_owned(),
-            client_type: client_type.to_owned(),
-            allowed_scopes: allowed_scopes.iter().map(|s| s.to_string()).collect(),
-            reuse_policy: reuse_policy.to_owned(),
-        })
+        .create_client(request)
         .await
         .expect("CreateClient failed")
         .into_inner();

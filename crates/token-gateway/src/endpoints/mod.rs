@@ -7,6 +7,7 @@ pub mod introspect;
 pub mod revoke;
 pub mod scope;
 pub mod token;
+pub mod well_known;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -35,6 +35,8 @@ impl ClientRegistryRpc for ClientRegistryApi {
                 client_type: &req.client_type,
                 allowed_scopes: &req.allowed_scopes,
                 reuse_policy: &req.reuse_policy,
+                access_token_format: &req.access_token_format,
+                access_token_audience: &req.access_token_audience,
             })
             .await
             .map_err(|err| refused("CreateClient", &req.client_id, err))?;

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use token_core::audit::{EventPage, EventSummary, RefreshOutcome, SummaryQuery};
+use token_core::jwt::JWT_ALG;
+use token_core::keyring::PublicKey;
 use token_core::service::{IssuedSecret, TOKEN_TYPE_ACCESS};
 use token_core::store::Rotation;
 use token_core::{Client, Error, Introspection, TokenPair};
@@ -45,6 +47,26 @@ pub fn client(client: Client) -> pb::Client {
         allowed_scopes: client.allowed_scopes.to_vec(),
         reuse_policy: client.reuse_policy.as_str().to_owned(),
         created_at: (client.created_at_ms / 1000) as i64,
+        access_token_format: client.access_token_format.as_str().to_owned(),
+        access_token_audience: client.access_token_audience,
+    }
+}
+
+/// The public keys as RFC 7517 JWKs (RFC 8037's `OKP` / `Ed25519`), and the issuer.
+pub fn jwks(issuer: &str, keys: &[PublicKey]) -> pb::GetJwksResponse {
+    pb::GetJwksResponse {
+        issuer: issuer.to_owned(),
+        keys: keys
+            .iter()
+            .map(|key| pb::Jwk {
+                kid: key.key_id.clone(),
+                kty: "OKP".to_owned(),
+                crv: "Ed25519".to_owned(),
+                x: key.x(),
+                alg: JWT_ALG.to_owned(),
+                r#use: "sig".to_owned(),
+            })
+            .collect(),
     }
 }
 

@@ -105,6 +105,18 @@ impl<A: AuditStore> TokenServiceRpc for TokenServiceApi<A> {
         Ok(Response::new(convert::introspection(found)))
     }
 
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        // Public halves only: `Keyring::public_keys` has no way to reach a private key.
+        let keyring = self.service.keyring();
+        Ok(Response::new(convert::jwks(
+            &self.service.jwt_settings().issuer,
+            &keyring.public_keys(),
+        )))
+    }
+
     async fn list_refresh_events(
         &self,
         request: Request<pb::ListRefreshEventsRequest>,

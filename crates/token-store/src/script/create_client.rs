@@ -36,7 +36,9 @@ impl ScriptCall for CreateClient<'_> {
             .arg(client.allowed_scopes.to_space_separated())
             .arg(client.reuse_policy.as_str())
             .arg(&client.secret_hash)
-            .arg(client.created_at_ms);
+            .arg(client.created_at_ms)
+            .arg(client.access_token_format.as_str())
+            .arg(&client.access_token_audience);
         invocation
     }
 
