@@ -86,91 +86,62 @@ async fn every_mode_prints_its_line_without_errors() {
     .unwrap();
     assert!(ceiling.contains("evalsha_per_s="), "{ceiling}");
 
-    let throughput = run(
-        with(
+    // Each mode with small numbers, and what its line must say.
+    let small_throughput = ["--duration", "1s", "--warmup", "0s"];
+    let modes: [(&str, &'static str, Vec<&str>, &[&str]); 4] = [
+        // With the echo ceiling and the combined ceiling it makes with a given EVALSHA rate.
+        (
             "throughput",
+            "throughput",
+            [
+                &small_throughput[..],
+                &["--families", "16", "--concurrency", "4"],
+                &["--echo-duration", "1s", "--ceiling-per-s", "1000"],
+            ]
+            .concat(),
             &[
-                "--duration",
-                "1s",
-                "--warmup",
-                "0s",
-                "--families",
-                "16",
-                "--concurrency",
-                "4",
-                "--echo-duration",
-                "1s",
-                "--ceiling-per-s",
-                "1000",
+                " errors=0 ",
+                "echo_per_s=",
+                "combined_ceiling_per_s=",
+                "ratio_to_combined=",
             ],
         ),
-        "throughput",
-    )
-    .await
-    .unwrap();
-    assert!(throughput.contains(" errors=0 "), "{throughput}");
-    for figure in [
-        "echo_per_s=",
-        "combined_ceiling_per_s=",
-        "ratio_to_combined=",
-    ] {
-        assert!(throughput.contains(figure), "no {figure} in {throughput}");
+        // A jwt client's refreshes, as `make bench` runs them beside the opaque ones.
+        (
+            "throughput",
+            "throughput",
+            [
+                &small_throughput[..],
+                &["--families", "8", "--concurrency", "2"],
+                &["--access-token-format", "jwt"],
+            ]
+            .concat(),
+            &[" errors=0 ", " access_token_format=jwt"],
+        ),
+        (
+            "throughput",
+            "mixed",
+            [
+                &small_throughput[..],
+                &["--families", "8", "--concurrency", "2"],
+                &["--introspect-share", "0.5"],
+            ]
+            .concat(),
+            &[" errors=0 "],
+        ),
+        (
+            "storm",
+            "storm",
+            vec!["--parallel", "50", "--rounds", "3"],
+            &["rotations_per_round=1.00", " errors=0"],
+        ),
+    ];
+    for (mode, line, extra, expected) in modes {
+        let printed = run(with(mode, &extra), line).await.unwrap();
+        for figure in expected {
+            assert!(printed.contains(figure), "no {figure:?} in {printed}");
+        }
     }
-
-    // A jwt client's refreshes, as `make bench` runs them beside the opaque ones.
-    let jwt = run(
-        with(
-            "throughput",
-            &[
-                "--duration",
-                "1s",
-                "--warmup",
-                "0s",
-                "--families",
-                "8",
-                "--concurrency",
-                "2",
-                "--access-token-format",
-                "jwt",
-            ],
-        ),
-        "throughput",
-    )
-    .await
-    .unwrap();
-    assert!(jwt.contains(" errors=0 "), "{jwt}");
-    assert!(jwt.contains(" access_token_format=jwt"), "{jwt}");
-
-    let mixed = run(
-        with(
-            "throughput",
-            &[
-                "--duration",
-                "1s",
-                "--warmup",
-                "0s",
-                "--families",
-                "8",
-                "--concurrency",
-                "2",
-                "--introspect-share",
-                "0.5",
-            ],
-        ),
-        "mixed",
-    )
-    .await
-    .unwrap();
-    assert!(mixed.contains(" errors=0 "), "{mixed}");
-
-    let storm = run(
-        with("storm", &["--parallel", "50", "--rounds", "3"]),
-        "storm",
-    )
-    .await
-    .unwrap();
-    assert!(storm.contains("rotations_per_round=1.00"), "{storm}");
-    assert!(storm.contains(" errors=0"), "{storm}");
 
     let memory = run(with("memory", &["--families", "200"]), "memory")
         .await

@@ -110,6 +110,8 @@ mod tests {
                 "/tokens.v1.TokenService/SummarizeRefreshEvents",
                 Access::Operator,
             ),
+            // Public keys and the issuer: what every resource server needs, no secret.
+            ("/tokens.v1.TokenService/GetJwks", Access::Public),
             ("/tokens.v1.ClientRegistry/CreateClient", Access::Operator),
             ("/tokens.v1.ClientRegistry/GetClient", Access::Operator),
             (

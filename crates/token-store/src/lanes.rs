@@ -235,32 +235,34 @@ impl Lanes {
         // Boxed once here: the attempt (connection checkout plus the Redis client's command
         // future) is a state machine of kilobytes, which every wrapper and caller up to the
         // refresh would otherwise move by value. Measured with `make profile`.
-        let attempt = Box::pin(async {
-            // An own connection stays borrowed until the operation is done, so nothing else
-            // runs on it meanwhile.
-            let mut own = None;
-            let conn = match via {
-                Via::Lane(lane) => self.lane_connection(lane).await?,
-                Via::OwnConnection => own.insert(self.pool_connection().await?).clone(),
-            };
-            sent.store(true, Ordering::Relaxed);
-            match op(conn).await {
-                Ok(value) => Ok(value),
-                Err(err) => {
-                    if needs_new_connection(&err) {
-                        match via {
-                            Via::Lane(lane) => self.replace_lane(lane).await,
-                            Via::OwnConnection => drop(own.take().map(Object::take)),
+        let attempt = Box::pin(
+            async {
+                // An own connection stays borrowed until the operation is done, so nothing else
+                // runs on it meanwhile.
+                let mut own = None;
+                let conn = match via {
+                    Via::Lane(lane) => self.lane_connection(lane).await?,
+                    Via::OwnConnection => own.insert(self.pool_connection().await?).clone(),
+                };
+                sent.store(true, Ordering::Relaxed);
+                match op(conn).await {
+                    Ok(value) => Ok(value),
+                    Err(err) => {
+                        if needs_new_connection(&err) {
+                            match via {
+                                Via::Lane(lane) => self.replace_lane(lane).await,
+                                Via::OwnConnection => drop(own.take().map(Object::take)),
+                            }
                         }
+                        if is_connection_error(&err) {
+                            self.connection_lost(Phase::AfterSend, "connection_lost", &err);
+                        }
+                        Err(classify(err))
                     }
-                    if is_connection_error(&err) {
-                        self.connection_lost(Phase::AfterSend, "connection_lost", &err);
-                    }
-                    Err(classify(err))
                 }
             }
-        }
-        .instrument(span.clone()));
+            .instrument(span.clone()),
+        );
         let result = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => {
