@@ -380,6 +380,20 @@ impl Config {
             token_core::client::validate_audience("value", value)
                 .map_err(|err| ConfigError::Invalid(flag, err.to_string()))?;
         }
+        // RFC 8414 section 2: the issuer is a URL without query or fragment; the metadata's
+        // endpoint URLs are built under it.
+        let host_and_path = settings
+            .issuer
+            .strip_prefix("https://")
+            .or_else(|| settings.issuer.strip_prefix("http://"));
+        if !host_and_path.is_some_and(|rest| {
+            !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#'])
+        }) {
+            return Err(ConfigError::Invalid(
+                "--issuer",
+                "must be an http:// or https:// URL without query or fragment".to_owned(),
+            ));
+        }
         Ok(())
     }
 
@@ -628,6 +642,37 @@ mod tests {
             Err(ConfigError::TooLarge("--audit-max-events", _))
         ));
         config("--audit-retention", "30days").validate().unwrap();
+    }
+
+    #[test]
+    fn the_issuer_is_an_http_url_the_metadata_can_build_endpoints_under() {
+        // (--issuer, accepted)
+        let cases = [
+            ("http://127.0.0.1:8080", true),
+            ("https://auth.example.com", true),
+            ("https://auth.example.com/tenant/", true),
+            ("auth", false),
+            ("urn:example:auth", false),
+            ("ftp://auth.example.com", false),
+            ("https://", false),
+            ("https:///path", false),
+            ("https://auth.example.com/?tenant=a", false),
+            ("https://auth.example.com/#top", false),
+            ("https://auth example", false),
+        ];
+        for (issuer, accepted) in cases {
+            let config = parse(&["--keyring", "k", "--issuer", issuer]).config;
+            match config.validate() {
+                Ok(()) => assert!(accepted, "{issuer:?} accepted"),
+                Err(ConfigError::Invalid("--issuer", _)) => {
+                    assert!(!accepted, "{issuer:?} refused")
+                }
+                Err(other) => panic!("{issuer:?}: {other}"),
+            }
+        }
+        // The audience is not a URL by necessity: a plain name is a fine `aud`.
+        let config = parse(&["--keyring", "k", "--access-token-audience", "orders"]).config;
+        config.validate().unwrap();
     }
 
     #[test]
