@@ -262,7 +262,7 @@ pub const KEYRING_PROBLEMS: &[&str] = &[
     "duplicate key id",
     "more than one signing key",
     "role must be `sign` or `verify`",
-    "no signing key (mark exactly one key `sign`)",
+    "no HMAC signing key (mark exactly one HMAC key `sign`; Ed25519 keys sign only JWTs)",
     "ed25519 seed is not URL-safe base64",
     "ed25519 seed must be exactly 32 bytes",
     "unusable ed25519 seed",
@@ -274,7 +274,7 @@ pub const KEYRING_PROBLEMS: &[&str] = &[
 ///
 /// - It never panics.
 /// - An error is `keyring line <n>: <problem>` with a problem from [`KEYRING_PROBLEMS`] and a
-///   line that exists (0 for "no signing key"); neither its text nor its `Debug` contains any
+///   line that exists (0 for "no HMAC signing key"); neither its text nor its `Debug` contains any
 ///   secret-sized field of the file.
 /// - A keyring that loads signs with a key marked `sign` in the file, shows no secret in its
 ///   `Debug`, and verifies the tokens it mints.

@@ -234,6 +234,7 @@ async fn pyjwt_verifies_jwt_access_tokens_with_what_the_gateway_publishes() {
     }
     assert_eq!(metadata["issuer"], issuer);
     assert_eq!(metadata["grant_types_supported"], json!(["refresh_token"]));
+    assert_eq!(metadata["response_types_supported"], json!([]));
     for field in [
         "token_endpoint_auth_methods_supported",
         "revocation_endpoint_auth_methods_supported",

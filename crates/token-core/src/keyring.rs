@@ -157,7 +157,7 @@ impl Keyring {
         }
         let signing = signing.ok_or(KeyringError {
             line: 0,
-            problem: "no signing key (mark exactly one key `sign`)".to_owned(),
+            problem: "no HMAC signing key (mark exactly one HMAC key `sign`; Ed25519 keys sign only JWTs)".to_owned(),
         })?;
         Ok(Self {
             macs,
@@ -328,7 +328,7 @@ mod tests {
                 format!("{hmac}\n{}", ed.replace(" sign", " owner")),
                 "role must be",
             ),
-            (ed.clone(), "no signing key"),
+            (ed.clone(), "no HMAC signing key"),
         ];
         for (text, expected) in cases {
             let err = Keyring::parse(&text).unwrap_err().to_string();

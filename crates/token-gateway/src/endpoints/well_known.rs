@@ -69,6 +69,9 @@ fn authorization_server_metadata(issuer: &str) -> serde_json::Value {
         "introspection_endpoint": format!("{base}{INTROSPECT_PATH}"),
         "jwks_uri": format!("{base}{JWKS_PATH}"),
         "grant_types_supported": ["refresh_token"],
+        // REQUIRED by RFC 8414 section 2; empty because there is no authorization endpoint
+        // (tokens come from IssueTokenPair), so no response_type is supported.
+        "response_types_supported": [],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": INTROSPECTION_AUTH_METHODS,
@@ -109,6 +112,7 @@ mod tests {
             doc["grant_types_supported"],
             serde_json::json!(["refresh_token"])
         );
+        assert_eq!(doc["response_types_supported"], serde_json::json!([]));
     }
 
     #[test]
