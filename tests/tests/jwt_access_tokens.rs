@@ -24,7 +24,6 @@ use test_support::harness::{
     self, KEYRING, RedisServer, ServerOptions, TestGateway, TestServer, issue, refresh_request,
     refresh_together, register_client, register_client_as, register_jwt_client,
 };
-use token_client::{ClientConfig, TokenClient};
 use token_core::jwt::JwtSettings;
 use token_core::{Keyring, Store as _};
 use token_proto::v1 as pb;
@@ -566,19 +565,7 @@ async fn the_ed25519_key_rotates_under_load_as_the_runbook_says() {
     let audience = env.issuer.as_str();
 
     // Callers refreshing one after another through both instances, the whole time.
-    let sdks: Vec<TokenClient> = servers
-        .iter()
-        .map(|s| TokenClient::connect(&s.endpoint(), ClientConfig::default()).unwrap())
-        .collect();
-    let mut firsts = Vec::new();
-    for i in 0..4 {
-        firsts.push(
-            issue(&mut tokens, &client, &format!("caller-{i}"))
-                .await
-                .refresh_token,
-        );
-    }
-    let mut load = RefreshLoad::start(&sdks, &client, firsts, 10);
+    let mut load = RefreshLoad::issue_and_start(servers, &client, 4, 10).await;
     load.progress().await;
 
     // 1. Add e2, verify-only: published before anything is signed with it.
@@ -625,7 +612,7 @@ async fn the_ed25519_key_rotates_under_load_as_the_runbook_says() {
         assert!(!introspect(server, &kept.access_token).await.active);
     }
     // Its family lives on (its refresh token is HMAC-sealed): the next pair is signed by e2.
-    let next = sdks[1]
+    let next = load.sdks()[1]
         .refresh_token_pair(refresh_request(&client, &kept.refresh_token))
         .await
         .expect("the family refreshes onto e2");

@@ -14,7 +14,6 @@ use test_support::harness::load::RefreshLoad;
 use test_support::harness::{
     RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together,
 };
-use token_client::{ClientConfig, TokenClient};
 use token_core::{FamilyId, Keyring, Store as _};
 use tokio::sync::watch;
 
@@ -86,19 +85,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
     let dropped = issue(&mut tokens, &client, "dropped").await;
 
     // Callers refreshing one after another, through both instances...
-    let sdks: Vec<TokenClient> = servers
-        .iter()
-        .map(|s| TokenClient::connect(&s.endpoint(), ClientConfig::default()).unwrap())
-        .collect();
-    let mut firsts = Vec::new();
-    for i in 0..8 {
-        firsts.push(
-            issue(&mut tokens, &client, &format!("caller-{i}"))
-                .await
-                .refresh_token,
-        );
-    }
-    let mut load = RefreshLoad::start(&sdks, &client, firsts, 10);
+    let mut load = RefreshLoad::issue_and_start(&servers, &client, 8, 10).await;
     // ... and storms of 50 at once on one family, round after round, until told to stop.
     let mut channels = Vec::new();
     for server in &servers {
@@ -146,7 +133,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
     until_loaded(&servers, "k2", &["k1", "k2"]).await;
     load.progress().await;
     // A token signed with k1 still refreshes; its family moves to k2.
-    let kept_next = sdks[1]
+    let kept_next = load.sdks()[1]
         .refresh_token_pair(refresh_request(&client, &kept.refresh_token))
         .await
         .expect("a k1 token refreshes while k1 may verify");
@@ -161,6 +148,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
     let _ = stop_storms.send(true);
     let rounds = storms.await.expect("a storm round failed");
     let (refreshes, replayed) = load.counts();
+    let sdk = load.sdks()[0].clone();
     load.stop().await;
 
     // The token signed with k1 and never refreshed is now invalid, on both instances.
@@ -174,8 +162,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
         assert_eq!(harness::reason(&refused), "TOKEN_INVALID");
     }
     // The one that moved to k2 lives on.
-    sdks[0]
-        .refresh_token_pair(refresh_request(&client, &kept_next.refresh_token))
+    sdk.refresh_token_pair(refresh_request(&client, &kept_next.refresh_token))
         .await
         .expect("a k2 token refreshes");
     println!(

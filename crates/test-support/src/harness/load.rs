@@ -5,14 +5,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use token_client::TokenClient;
+use token_client::{ClientConfig, TokenClient};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{TestClient, refresh_request};
+use super::{TestClient, TestServer, issue, refresh_request};
 
 /// Running callers.
 pub struct RefreshLoad {
+    sdks: Vec<TokenClient>,
     callers: Vec<JoinHandle<String>>,
     stop: Arc<AtomicBool>,
     refreshes: Arc<AtomicU64>,
@@ -21,6 +22,32 @@ pub struct RefreshLoad {
 }
 
 impl RefreshLoad {
+    /// `callers` new families of `client` (subjects `caller-<i>`, issued through the first
+    /// server), each refreshed by its own caller through an SDK of every server in turn.
+    pub async fn issue_and_start(
+        servers: &[TestServer],
+        client: &TestClient,
+        callers: usize,
+        report_every: u64,
+    ) -> Self {
+        let sdks: Vec<TokenClient> = servers
+            .iter()
+            .map(|s| TokenClient::connect(&s.endpoint(), ClientConfig::default()).unwrap())
+            .collect();
+        let mut tokens = servers[0].tokens().await;
+        let mut firsts = Vec::new();
+        for i in 0..callers {
+            let pair = issue(&mut tokens, client, &format!("caller-{i}")).await;
+            firsts.push(pair.refresh_token);
+        }
+        Self::start(&sdks, client, firsts, report_every)
+    }
+
+    /// The SDKs the callers use, one per server for [`RefreshLoad::issue_and_start`].
+    pub fn sdks(&self) -> &[TokenClient] {
+        &self.sdks
+    }
+
     /// One caller per token in `first_tokens`, round-robin over `sdks`; each reports progress
     /// every `report_every` refreshes.
     pub fn start(
@@ -73,6 +100,7 @@ impl RefreshLoad {
             })
             .collect();
         Self {
+            sdks: sdks.to_vec(),
             callers,
             stop,
             refreshes,
