@@ -7,12 +7,14 @@
 //! Certificates come from throwaway CAs made per test (`test_support::pki`); the server is
 //! the real one over real sockets, the gateway the library the binary runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use test_support::harness::gateway::quick_retries;
-use test_support::harness::{self, MtlsServer, RedisServer, TestClient, TestGateway, TestServer};
+use test_support::harness::{
+    self, MtlsServer, RedisServer, TestClient, TestGateway, TestServer, replace_file,
+};
 use test_support::pki::{PemIdentity, TestCa};
 use token_gateway::Upstream;
 use token_gateway::tls::{ReloadingTls, Reloads, TlsError, TlsFiles};
@@ -131,13 +133,6 @@ async fn unavailable(gateway: &TestGateway, client: &TestClient, token: &str) {
     assert_eq!(body["error"], "temporarily_unavailable", "{body}");
 }
 
-/// Replaces a file as a Secret volume update does: written beside, then renamed over.
-fn replace(path: &Path, content: &str) {
-    let tmp: PathBuf = path.with_extension("new");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// Waits (bounded) until the gateway's reload counts satisfy `done`.
 async fn until_reloaded(tls: &ReloadingTls, done: impl FnMut(&Reloads) -> bool) {
     let mut reloads = tls.watch_reloads();
@@ -181,7 +176,7 @@ async fn a_renewed_client_certificate_is_used_without_a_restart() {
     token = refreshed(&gateway, &env.client, &token).await;
 
     // A broken update (a key file holding no key) is refused and the loaded identity kept.
-    replace(&key, "not a key\n");
+    replace_file(&key, "not a key\n");
     until_reloaded(&tls, |r| r.refused >= 1).await;
     assert_eq!(tls.watch_reloads().borrow().loaded, 0);
     token = refreshed(&gateway, &env.client, &token).await;
@@ -189,15 +184,15 @@ async fn a_renewed_client_certificate_is_used_without_a_restart() {
     // A certificate the server does not trust: once loaded, new connections present it and
     // are refused. This is how the test sees which certificate the gateway presents.
     let stranger = TestCa::new("another CA").client_with_uri(GATEWAY_ID);
-    replace(&cert, &stranger.cert);
-    replace(&key, &stranger.key);
+    replace_file(&cert, &stranger.cert);
+    replace_file(&key, &stranger.key);
     until_reloaded(&tls, |r| r.loaded >= 1).await;
     unavailable(&gateway, &env.client, &token).await;
 
     // A newly issued certificate from the server's CA, as cert-manager renews it.
     let renewed = env.ca.client_with_uri(GATEWAY_ID);
-    replace(&cert, &renewed.cert);
-    replace(&key, &renewed.key);
+    replace_file(&cert, &renewed.cert);
+    replace_file(&key, &renewed.key);
     until_reloaded(&tls, |r| r.loaded >= 2).await;
     refreshed(&gateway, &env.client, &token).await;
 
@@ -211,12 +206,12 @@ async fn a_renewed_ca_bundle_is_used_without_a_restart() {
     let token = env.refresh_token().await;
     // The gateway starts trusting the wrong CA: the server's certificate does not verify.
     let files = env.gateway_files(Some(&env.ca.client_with_uri(GATEWAY_ID)));
-    replace(&files.ca, &TestCa::new("wrong CA").cert_pem());
+    replace_file(&files.ca, &TestCa::new("wrong CA").cert_pem());
     let ca = files.ca.clone();
     let (gateway, tls) = env.gateway(files).await;
     unavailable(&gateway, &env.client, &token).await;
 
-    replace(&ca, &env.ca.cert_pem());
+    replace_file(&ca, &env.ca.cert_pem());
     until_reloaded(&tls, |r| r.loaded >= 1).await;
     refreshed(&gateway, &env.client, &token).await;
     gateway.stop().await;

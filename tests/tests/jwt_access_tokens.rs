@@ -12,7 +12,6 @@
 //! says (a JWT signed before the rotation verifies while its key is verify-only, and the JWKS
 //! drops the key once it is retired).
 
-use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,7 +21,8 @@ use test_support::harness::gateway::{quick_retries, upstream_at};
 use test_support::harness::load::RefreshLoad;
 use test_support::harness::{
     self, KEYRING, RedisServer, ServerOptions, TestGateway, TestServer, issue, refresh_request,
-    refresh_together, register_client, register_client_as, register_jwt_client,
+    refresh_together, register_client, register_client_as, register_jwt_client, replace_file,
+    until_keyring,
 };
 use token_core::jwt::JwtSettings;
 use token_core::{Keyring, Store as _};
@@ -516,27 +516,14 @@ fn keyring_text(hmac: &str, ed25519: &[(&str, &str, &str)]) -> String {
     text
 }
 
-/// Writes the keyring file beside and renames it over, as a Secret update does.
-fn write_keyring(path: &Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// Waits (bounded) until every server's keyring signs JWTs with `signing` and holds exactly
 /// the Ed25519 keys `ids` (signing first).
 async fn until_loaded(servers: &[TestServer], signing: &str, ids: &[&str]) {
-    for server in servers {
-        let mut keyring = server.service.watch_keyring();
-        let loaded = keyring.wait_for(|k| {
-            let held: Vec<String> = k.public_keys().into_iter().map(|p| p.key_id).collect();
-            k.jwt_signing_key_id() == Some(signing) && held == ids
-        });
-        tokio::time::timeout(Duration::from_secs(20), loaded)
-            .await
-            .unwrap_or_else(|_| panic!("{} never loaded {signing} of {ids:?}", server.addr))
-            .expect("the service is alive");
-    }
+    until_keyring(servers, &format!("{signing} of {ids:?}"), |k| {
+        let held: Vec<String> = k.public_keys().into_iter().map(|p| p.key_id).collect();
+        k.jwt_signing_key_id() == Some(signing) && held == ids
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -548,7 +535,7 @@ async fn the_ed25519_key_rotates_under_load_as_the_runbook_says() {
         Keyring::generate_ed25519_line("e1"),
         Keyring::generate_ed25519_line("e2"),
     );
-    write_keyring(&path, &keyring_text(&hmac, &[("e1", &e1, "sign")]));
+    replace_file(&path, &keyring_text(&hmac, &[("e1", &e1, "sign")]));
     let env = Env::start(
         2,
         ServerOptions {
@@ -569,7 +556,7 @@ async fn the_ed25519_key_rotates_under_load_as_the_runbook_says() {
     load.progress().await;
 
     // 1. Add e2, verify-only: published before anything is signed with it.
-    write_keyring(
+    replace_file(
         &path,
         &keyring_text(&hmac, &[("e1", &e1, "sign"), ("e2", &e2, "verify")]),
     );
@@ -580,7 +567,7 @@ async fn the_ed25519_key_rotates_under_load_as_the_runbook_says() {
     assert_eq!(answer["results"][0]["valid"], true, "{answer}");
 
     // 2. Promote e2. New JWTs carry kid e2; the one signed with e1 still verifies.
-    write_keyring(
+    replace_file(
         &path,
         &keyring_text(&hmac, &[("e1", &e1, "verify"), ("e2", &e2, "sign")]),
     );
@@ -602,7 +589,7 @@ async fn the_ed25519_key_rotates_under_load_as_the_runbook_says() {
     assert!(introspect(&servers[1], &kept.access_token).await.active);
 
     // 3. Retire e1 (in production: once the longest access-token lifetime has passed).
-    write_keyring(&path, &keyring_text(&hmac, &[("e2", &e2, "sign")]));
+    replace_file(&path, &keyring_text(&hmac, &[("e2", &e2, "sign")]));
     until_loaded(servers, "e2", &["e2"]).await;
     load.progress().await;
     let answer = env.resource_server(&[(&kept.access_token, audience)]).await;
@@ -640,7 +627,7 @@ async fn a_keyring_reloaded_without_its_ed25519_key_refuses_jwt_refreshes_before
     let path = dir.path().join("keyring");
     let hmac = Keyring::generate_line("h1");
     let e1 = Keyring::generate_ed25519_line("e1");
-    write_keyring(&path, &keyring_text(&hmac, &[("e1", &e1, "sign")]));
+    replace_file(&path, &keyring_text(&hmac, &[("e1", &e1, "sign")]));
     let env = Env::start(
         1,
         ServerOptions {
@@ -657,7 +644,7 @@ async fn a_keyring_reloaded_without_its_ed25519_key_refuses_jwt_refreshes_before
     let before = server.service.store().family(family).await.unwrap();
 
     // An operator's mistake: the Ed25519 key removed while jwt clients exist.
-    write_keyring(&path, &format!("{hmac}\n"));
+    replace_file(&path, &format!("{hmac}\n"));
     let mut keyring = server.service.watch_keyring();
     tokio::time::timeout(
         Duration::from_secs(20),
@@ -675,7 +662,7 @@ async fn a_keyring_reloaded_without_its_ed25519_key_refuses_jwt_refreshes_before
     assert_eq!(server.service.store().family(family).await.unwrap(), before);
 
     // The key back: the same refresh token rotates as if nothing had happened.
-    write_keyring(&path, &keyring_text(&hmac, &[("e1", &e1, "sign")]));
+    replace_file(&path, &keyring_text(&hmac, &[("e1", &e1, "sign")]));
     until_loaded(&env.servers, "e1", &["e1"]).await;
     let next = tokens
         .refresh_token_pair(refresh_request(&client, &pair.refresh_token))

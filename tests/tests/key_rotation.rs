@@ -6,13 +6,12 @@
 //! No refresh fails at any step; a token signed with the old key keeps refreshing until the
 //! key is retired, and then is TOKEN_INVALID.
 
-use std::path::Path;
-use std::time::Duration;
 use test_support::harness;
 
 use test_support::harness::load::RefreshLoad;
 use test_support::harness::{
-    RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together,
+    RedisServer, ServerOptions, TestServer, issue, refresh_request, refresh_together, replace_file,
+    until_keyring,
 };
 use token_core::{FamilyId, Keyring, Store as _};
 use tokio::sync::watch;
@@ -34,29 +33,12 @@ fn secret_of(id: &str) -> (&str, String) {
     (id, secret)
 }
 
-/// Writes the keyring file beside and renames it over, as a Secret update does.
-fn write_keyring(path: &Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// Waits (bounded) until every server's keyring is `signing` over exactly `ids`, following
-/// each one's keyring replacements.
+/// Waits (bounded) until every server's keyring is `signing` over exactly `ids`.
 async fn until_loaded(servers: &[TestServer], signing: &str, ids: &[&str]) {
-    for server in servers {
-        let mut keyring = server.service.watch_keyring();
-        let loaded = keyring.wait_for(|k| k.signing_key_id() == signing && k.key_ids() == ids);
-        tokio::time::timeout(Duration::from_secs(20), loaded)
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{} never loaded signing={signing} keys={ids:?}",
-                    server.addr
-                )
-            })
-            .expect("the service is alive");
-    }
+    until_keyring(servers, &format!("signing={signing} keys={ids:?}"), |k| {
+        k.signing_key_id() == signing && k.key_ids() == ids
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -65,7 +47,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyring");
     let secrets = [secret_of("k1"), secret_of("k2")];
-    write_keyring(&path, &keyring(&secrets, &[("k1", "sign")]));
+    replace_file(&path, &keyring(&secrets, &[("k1", "sign")]));
     let options = ServerOptions {
         keyring_file: Some(path.clone()),
         ..ServerOptions::default()
@@ -118,7 +100,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
     load.progress().await;
 
     // 1. Add k2, verify-only, everywhere.
-    write_keyring(
+    replace_file(
         &path,
         &keyring(&secrets, &[("k1", "sign"), ("k2", "verify")]),
     );
@@ -126,7 +108,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
     load.progress().await;
 
     // 2. Promote k2; k1 stays to verify what it signed.
-    write_keyring(
+    replace_file(
         &path,
         &keyring(&secrets, &[("k1", "verify"), ("k2", "sign")]),
     );
@@ -141,7 +123,7 @@ async fn keys_rotate_during_a_storm_without_a_failed_refresh() {
     assert_eq!(store.family(family).await.unwrap().unwrap().key_id, "k2");
 
     // 3. Retire k1 (in production: after the longest refresh lifetime).
-    write_keyring(&path, &keyring(&secrets, &[("k2", "sign")]));
+    replace_file(&path, &keyring(&secrets, &[("k2", "sign")]));
     until_loaded(&servers, "k2", &["k2"]).await;
     load.progress().await;
 

@@ -5,13 +5,15 @@
 //! Certificates come from throwaway CAs made per test (`test_support::pki`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use test_support::harness;
 
 use deadpool_redis::redis;
-use test_support::harness::{RedisServer, ServerOptions, TestClient, TestServer, refresh_request};
+use test_support::harness::{
+    RedisServer, ServerOptions, TestClient, TestServer, refresh_request, replace_file,
+};
 use test_support::pki::{PemIdentity, TestCa};
 use token_proto::v1 as pb;
 use token_proto::v1::Access;
@@ -576,12 +578,8 @@ async fn every_method_of_the_contract_is_public_or_refused_to_an_unnamed_caller(
 
 /// Replaces the server's certificate and key files, as cert-manager does.
 fn rotate_server_cert(files: &TlsFiles, identity: &PemIdentity) {
-    // Write beside and rename, so the server never reads a half-written file.
-    for (path, content) in [(&files.cert, &identity.cert), (&files.key, &identity.key)] {
-        let tmp: PathBuf = path.with_extension("new");
-        std::fs::write(&tmp, content).unwrap();
-        std::fs::rename(&tmp, path).unwrap();
-    }
+    replace_file(&files.cert, &identity.cert);
+    replace_file(&files.key, &identity.key);
 }
 
 /// Waits (bounded) until the server's reload counts satisfy `done`, following each reload.

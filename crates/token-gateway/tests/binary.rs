@@ -11,10 +11,34 @@ use std::time::Duration;
 use base64::Engine as _;
 use test_support::free_port;
 use test_support::harness::{
-    MtlsServer, RedisServer, ServerOptions, TestServer, issue, register_client,
+    MtlsServer, RedisServer, ServerOptions, TestServer, issue, register_client, replace_file,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-gateway");
+
+/// Starts the binary on a free port with JSON logs at trace level into `log_path`, configured
+/// by `env`; returns it and its base URL.
+fn start_gateway(
+    log_path: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    let log = std::fs::File::create(log_path).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BINARY)
+        .env("GATEWAY_LISTEN", &addr)
+        .env("GATEWAY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "trace")
+        .envs(env.iter().copied())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("token-gateway starts");
+    (child, format!("http://{addr}"))
+}
+
+fn path_str(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 temp path")
+}
 
 /// Readiness probe: `/healthz` answers 200 once the gateway listens and the token service is
 /// SERVING. Bounded.
@@ -47,18 +71,7 @@ async fn serves_logs_no_secrets_and_stops_cleanly_on_sigterm() {
 
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BINARY)
-        .env("GATEWAY_LISTEN", &addr)
-        .env("GATEWAY_TOKEN_SERVICE", server.endpoint())
-        .env("GATEWAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "trace")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("token-gateway starts");
-    let base = format!("http://{addr}");
+    let (child, base) = start_gateway(&log_path, &[("GATEWAY_TOKEN_SERVICE", &server.endpoint())]);
     let http = reqwest::Client::new();
     wait_until_ready(&http, &base).await;
 
@@ -278,24 +291,19 @@ async fn reaches_an_mtls_only_token_server_and_reloads_a_renewed_certificate() {
     let files = identity.write(dir.path(), "gateway");
     let gateway_ca = ca.write(dir.path(), "gateway-ca");
     let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BINARY)
-        .env("GATEWAY_LISTEN", &addr)
-        .env("GATEWAY_ADMIN_LISTEN", "off")
-        .env("GATEWAY_TOKEN_SERVICE", format!("https://{}", server.addr))
-        .env("GATEWAY_TOKEN_SERVICE_TLS_NAME", "localhost")
-        .env("GATEWAY_TOKEN_SERVICE_CA", &gateway_ca)
-        .env("GATEWAY_TOKEN_SERVICE_CERT", &files.cert)
-        .env("GATEWAY_TOKEN_SERVICE_KEY", &files.key)
-        .env("GATEWAY_TOKEN_SERVICE_TLS_RELOAD_INTERVAL", "100ms")
-        .env("GATEWAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "trace")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("token-gateway starts");
-    let base = format!("http://{addr}");
+    let upstream = format!("https://{}", server.addr);
+    let (child, base) = start_gateway(
+        &log_path,
+        &[
+            ("GATEWAY_ADMIN_LISTEN", "off"),
+            ("GATEWAY_TOKEN_SERVICE", &upstream),
+            ("GATEWAY_TOKEN_SERVICE_TLS_NAME", "localhost"),
+            ("GATEWAY_TOKEN_SERVICE_CA", path_str(&gateway_ca)),
+            ("GATEWAY_TOKEN_SERVICE_CERT", path_str(&files.cert)),
+            ("GATEWAY_TOKEN_SERVICE_KEY", path_str(&files.key)),
+            ("GATEWAY_TOKEN_SERVICE_TLS_RELOAD_INTERVAL", "100ms"),
+        ],
+    );
     let http = reqwest::Client::new();
     // Ready means the token server answered its health check over mTLS.
     wait_until_ready(&http, &base).await;
@@ -312,11 +320,8 @@ async fn reaches_an_mtls_only_token_server_and_reloads_a_renewed_certificate() {
     // cert-manager renews the certificate: written beside and renamed over, as the kubelet
     // swaps a Secret volume's files.
     let renewed = ca.client_with_uri("spiffe://tokens.test/ns/tokens/sa/token-gateway");
-    for (path, content) in [(&files.cert, &renewed.cert), (&files.key, &renewed.key)] {
-        let tmp = path.with_extension("new");
-        std::fs::write(&tmp, content).unwrap();
-        std::fs::rename(&tmp, path).unwrap();
-    }
+    replace_file(&files.cert, &renewed.cert);
+    replace_file(&files.key, &renewed.key);
     wait_for_log(&log_path, "token service TLS files reloaded").await;
     let reply = refresh(second["refresh_token"].as_str().unwrap().to_owned())
         .await

@@ -578,3 +578,23 @@ pub struct MtlsServer {
     /// An mTLS channel as an operator.
     pub operator: Channel,
 }
+
+/// Replaces a file as a Kubernetes Secret volume update (or cert-manager) does: written beside,
+/// then renamed over, so a reader never sees it half-written.
+pub fn replace_file(path: &std::path::Path, content: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Waits (bounded) until every server's keyring satisfies `loaded`, following each one's
+/// keyring replacements; `what` names the wait in the panic.
+pub async fn until_keyring(servers: &[TestServer], what: &str, loaded: impl Fn(&Keyring) -> bool) {
+    for server in servers {
+        let mut keyring = server.service.watch_keyring();
+        tokio::time::timeout(Duration::from_secs(20), keyring.wait_for(|k| loaded(k)))
+            .await
+            .unwrap_or_else(|_| panic!("{} never loaded {what}", server.addr))
+            .expect("the service is alive");
+    }
+}
