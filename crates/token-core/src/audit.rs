@@ -4,6 +4,7 @@
 //! summary over a window.
 //! Events carry ids, outcomes and reasons, never a token or secret.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
@@ -38,10 +39,13 @@ pub enum RefreshOutcome {
     Rejected,
     /// The store or the instance could not serve it (unavailable, overloaded, internal).
     Unavailable,
+    /// Not a refresh: an operator revoked the client's sessions of one subject
+    /// (`RevokeSubjectSessions`); the detail says how many.
+    SessionsRevoked,
 }
 
 impl RefreshOutcome {
-    pub const ALL: [RefreshOutcome; 10] = [
+    pub const ALL: [RefreshOutcome; 11] = [
         RefreshOutcome::Rotated,
         RefreshOutcome::Replayed,
         RefreshOutcome::RolledForward,
@@ -52,6 +56,7 @@ impl RefreshOutcome {
         RefreshOutcome::InvalidToken,
         RefreshOutcome::Rejected,
         RefreshOutcome::Unavailable,
+        RefreshOutcome::SessionsRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +71,7 @@ impl RefreshOutcome {
             RefreshOutcome::InvalidToken => "invalid_token",
             RefreshOutcome::Rejected => "rejected",
             RefreshOutcome::Unavailable => "unavailable",
+            RefreshOutcome::SessionsRevoked => "sessions_revoked",
         }
     }
 
@@ -136,6 +142,14 @@ pub(crate) fn detail_of_reuse(reuse: Reuse) -> &'static str {
     }
 }
 
+/// The `detail` of a `SessionsRevoked` event.
+pub(crate) fn detail_of_sessions_revoked(count: u64) -> String {
+    match count {
+        1 => "1 session of one subject revoked by an operator".to_owned(),
+        n => format!("{n} sessions of one subject revoked by an operator"),
+    }
+}
+
 /// One refresh request and what became of it, as the service reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshEvent {
@@ -152,13 +166,19 @@ pub struct RefreshEvent {
     /// The `ErrorInfo` reason of a refused refresh; empty when it succeeded.
     pub reason: &'static str,
     /// A few words on why (e.g. "grace replay").
-    pub detail: &'static str,
+    pub detail: Cow<'static, str>,
 }
 
 /// Told about every refresh, on the request's own task, after its result is known. Must
 /// not block: implementations count and queue.
 pub trait RefreshObserver: Send + Sync + 'static {
     fn refreshed(&self, event: RefreshEvent);
+
+    /// An operator revoked a subject's sessions of `event.client_id` (outcome
+    /// `SessionsRevoked`): for the audit, not the refresh counts.
+    fn sessions_revoked(&self, event: RefreshEvent) {
+        let _ = event;
+    }
 }
 
 /// An event as the audit log returns it.

@@ -32,6 +32,7 @@ pub mod jwt;
 pub mod keyring;
 pub mod scope;
 pub mod service;
+pub mod sessions;
 pub mod single_flight;
 pub mod store;
 pub mod token;

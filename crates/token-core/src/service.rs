@@ -1,6 +1,7 @@
 //! The use cases. Each one validates all input first, checks MACs before any I/O, calls the
 //! store at most a few times, and returns domain types; the gRPC layer only translates.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::error::Error;
 use crate::jwt::{JwtClaims, JwtSettings};
 use crate::keyring::Keyring;
 use crate::scope::Scopes;
+use crate::sessions::{self, Session, SessionPage, SessionQuery, SubjectRevokeRequest};
 use crate::single_flight::TakeoverFlight;
 use crate::store::{
     Current, FamilyStatus, NewFamily, RevokeOutcome, RotateOutcome, RotateRequest, Rotation, Store,
@@ -282,8 +284,9 @@ impl<S: Store> TokenService<S> {
 
         let family = NewFamily {
             family: FamilyId::random(),
+            subject: req.subject.to_owned(),
             client_id: client.client_id.clone(),
-            scopes,
+            scope_mask: client.allowed_scopes.mask_of(&scopes),
             fixed_now_ms: self.clock.fixed_ms(),
             key_id: signing_key_ids(&self.keyring(), &client)?,
             absolute_ttl_ms: millis(self.lifetimes.refresh_absolute_ttl),
@@ -363,7 +366,7 @@ impl<S: Store> TokenService<S> {
             generation: attempt.seen.generation,
             outcome,
             reason,
-            detail: attempt.seen.detail,
+            detail: attempt.seen.detail.into(),
         }
     }
 
@@ -391,11 +394,12 @@ impl<S: Store> TokenService<S> {
         // first is race-free. Missing or foreign families are left to the state machine.
         let mut access_scope_mask = None;
         if !requested.is_empty()
-            && let Some(family) = self.store.family(claims.family).await?
+            && let Some(family) = self.store.family(&claims.subject, claims.family).await?
             && family.client_id == client.client_id
         {
-            requested.check_within(&family.scopes)?;
-            access_scope_mask = Some(family.scopes.mask_of(&requested));
+            let family_scopes = client.allowed_scopes.select(family.scope_mask);
+            requested.check_within(&family_scopes)?;
+            access_scope_mask = Some(family_scopes.mask_of(&requested));
         }
 
         // Refused before anything changes if the client's tokens cannot be signed.
@@ -404,7 +408,9 @@ impl<S: Store> TokenService<S> {
             .store
             .rotate(&RotateRequest {
                 family: claims.family,
+                subject: &claims.subject,
                 presented_generation: claims.generation,
+                presented_rotated_at_ms: claims.issued_at_ms,
                 client_id: &client.client_id,
                 fixed_now_ms: self.clock.fixed_ms(),
                 stamp_ms,
@@ -469,6 +475,7 @@ impl<S: Store> TokenService<S> {
         let outcome = self
             .store
             .revoke(
+                claims.subject(),
                 claims.family(),
                 &client.client_id,
                 REVOKED_BY_CLIENT,
@@ -507,9 +514,14 @@ impl<S: Store> TokenService<S> {
             Err(Error::TokenInvalid) => return Ok(None),
             Err(err) => return Err(err),
         };
-        let Some(family) = self.store.family(claims.family()).await? else {
+        let Some(family) = self.store.family(claims.subject(), claims.family()).await? else {
             return Ok(None);
         };
+        // A deleted client's tokens are dead too; a live one's scopes are the family's key.
+        let Some(client) = self.client(&family.client_id).await? else {
+            return Ok(None);
+        };
+        let family_scopes = client.allowed_scopes.select(family.scope_mask);
         let now_ms = self.clock.now_ms();
         let idle_ttl_ms = millis(self.lifetimes.refresh_idle_ttl);
         let family_expires_ms = family.expires_at_ms(idle_ttl_ms);
@@ -521,14 +533,14 @@ impl<S: Store> TokenService<S> {
                 if now_ms >= c.expires_at_ms {
                     return Ok(None);
                 }
-                let scopes = family.scopes.select(c.scope_mask);
+                let scopes = family_scopes.select(c.scope_mask);
                 (scopes, c.expires_at_ms, c.issued_at_ms, TOKEN_TYPE_ACCESS)
             }
             Claims::Jwt(c) => {
                 let (exp_ms, iat_ms) = (c.expires_at_s * 1000, c.issued_at_s * 1000);
                 if now_ms >= exp_ms
                     || c.client_id != family.client_id
-                    || c.scopes.check_within(&family.scopes).is_err()
+                    || c.scopes.check_within(&family_scopes).is_err()
                 {
                     return Ok(None);
                 }
@@ -547,18 +559,9 @@ impl<S: Store> TokenService<S> {
                 } else {
                     return Ok(None);
                 };
-                (
-                    family.scopes.clone(),
-                    exp_ms,
-                    c.issued_at_ms,
-                    TOKEN_TYPE_REFRESH,
-                )
+                (family_scopes, exp_ms, c.issued_at_ms, TOKEN_TYPE_REFRESH)
             }
         };
-        // A deleted client's tokens are dead too.
-        if self.client(&family.client_id).await?.is_none() {
-            return Ok(None);
-        }
         Ok(Some(Introspection {
             client_id: family.client_id,
             subject: claims.subject().to_owned(),
@@ -568,6 +571,84 @@ impl<S: Store> TokenService<S> {
             token_type,
             family: claims.family(),
         }))
+    }
+
+    /// `ListSubjectSessions`: the subject's active families (of one client, when the query
+    /// names one), newest first, a page at a time. Revoked, lapsed and deleted clients'
+    /// families are not sessions.
+    pub async fn list_subject_sessions(&self, query: &SessionQuery) -> Result<SessionPage, Error> {
+        if let Some(client_id) = &query.client_id {
+            self.named_client(client_id).await?;
+        }
+        let now_ms = self.clock.now_ms();
+        let idle_ttl_ms = millis(self.lifetimes.refresh_idle_ttl);
+        let mut clients: HashMap<String, Option<Arc<Client>>> = HashMap::new();
+        let mut active = Vec::new();
+        for (family, state) in self.store.subject_families(&query.subject).await? {
+            if !state.is_active(now_ms, idle_ttl_ms)
+                || query.client_id.as_ref().is_some_and(|c| *c != state.client_id)
+            {
+                continue;
+            }
+            let client = match clients.get(&state.client_id) {
+                Some(client) => client.clone(),
+                None => {
+                    let client = self.client(&state.client_id).await?;
+                    clients.insert(state.client_id.clone(), client.clone());
+                    client
+                }
+            };
+            let Some(client) = client else { continue };
+            active.push(Session {
+                family,
+                scopes: client.allowed_scopes.select(state.scope_mask),
+                client_id: state.client_id,
+                issued_at_ms: state.issued_at_ms,
+                last_refreshed_at_ms: state.rotated_at_ms,
+                generation: state.generation,
+            });
+        }
+        Ok(sessions::page(active, query))
+    }
+
+    /// `RevokeSubjectSessions`: revokes every family of the subject (or of one client) issued
+    /// until now, atomically against their refreshes; answers how many were active. Each
+    /// client affected gets an audit event.
+    pub async fn revoke_subject_sessions(&self, req: &SubjectRevokeRequest) -> Result<u64, Error> {
+        if let Some(client_id) = &req.client_id {
+            self.named_client(client_id).await?;
+        }
+        let revocation = self
+            .store
+            .revoke_subject(
+                &req.subject,
+                req.client_id.as_deref(),
+                millis(self.lifetimes.refresh_idle_ttl),
+                self.clock.fixed_ms(),
+            )
+            .await?;
+        if let Some(observer) = &self.observer {
+            for (client_id, count) in &revocation.revoked_by_client {
+                observer.sessions_revoked(RefreshEvent {
+                    at_ms: revocation.revoked_at_ms,
+                    client_id: client_id.clone(),
+                    client_registered: Some(true),
+                    family: None,
+                    generation: 0,
+                    outcome: RefreshOutcome::SessionsRevoked,
+                    reason: "",
+                    detail: audit::detail_of_sessions_revoked(*count).into(),
+                });
+            }
+        }
+        Ok(revocation.total())
+    }
+
+    /// A live client an operator RPC names, or `CLIENT_NOT_FOUND`.
+    async fn named_client(&self, client_id: &str) -> Result<Arc<Client>, Error> {
+        self.client(client_id)
+            .await?
+            .ok_or_else(|| Error::ClientNotFound(client_id.to_owned()))
     }
 
     /// Registers a client; a confidential one gets its secret here, once.
@@ -728,9 +809,10 @@ impl<S: Store> TokenService<S> {
         rotation: Rotation,
         now_ms: u64,
     ) -> Result<TokenPair, Error> {
+        let family_scopes = client.allowed_scopes.select(current.scope_mask);
         let scopes = match current.access_scope_mask {
-            Some(mask) => current.scopes.select(mask),
-            None => current.scopes.clone(),
+            Some(mask) => family_scopes.select(mask),
+            None => family_scopes.clone(),
         };
         let access_expires_ms = (current.rotated_at_ms + millis(self.lifetimes.access_ttl))
             .min(current.absolute_expiry_ms);
@@ -745,7 +827,7 @@ impl<S: Store> TokenService<S> {
                 generation: current.generation,
                 issued_at_ms: current.rotated_at_ms,
                 expires_at_ms: access_expires_ms,
-                scope_mask: current.scopes.mask_of(&scopes),
+                scope_mask: family_scopes.mask_of(&scopes),
                 key_id: hmac_key_id.to_owned(),
                 subject: subject.to_owned(),
             })?,

@@ -6,15 +6,18 @@ use std::future::Future;
 
 use crate::client::{Client, ReusePolicy};
 use crate::error::StoreError;
-use crate::scope::Scopes;
 use crate::token::FamilyId;
 
 /// Everything needed to start a family at generation 1.
 #[derive(Debug, Clone)]
 pub struct NewFamily {
     pub family: FamilyId,
+    /// The resource owner: the family is one of the subject's sessions.
+    pub subject: String,
     pub client_id: String,
-    pub scopes: Scopes,
+    /// Which of the client's allowed scopes the family holds ([`crate::Scopes::mask_of`]
+    /// over them): a client's scopes are fixed at registration.
+    pub scope_mask: u64,
     /// `None` (production): the store's own clock says when the family starts.
     pub fixed_now_ms: Option<u64>,
     pub key_id: String,
@@ -28,7 +31,12 @@ pub struct NewFamily {
 #[derive(Debug, Clone)]
 pub struct RotateRequest<'a> {
     pub family: FamilyId,
+    /// The subject the presented token names: where the family is kept.
+    pub subject: &'a str,
     pub presented_generation: u64,
+    /// The presented token's rotation time: a family its subject's revocation removed is
+    /// told from an expired one by it.
+    pub presented_rotated_at_ms: u64,
     pub client_id: &'a str,
     /// `None` (production): the store decides with its own clock.
     pub fixed_now_ms: Option<u64>,
@@ -53,9 +61,10 @@ pub struct Current {
     pub generation: u64,
     pub rotated_at_ms: u64,
     pub key_id: String,
-    pub scopes: Scopes,
+    /// The family's scopes, as a mask over its client's allowed scopes.
+    pub scope_mask: u64,
     pub absolute_expiry_ms: u64,
-    /// Which of `scopes` this generation's access token carries (`Scopes::mask_of`), as the
+    /// Which of the family's scopes this generation's access token carries (`Scopes::mask_of`), as the
     /// refresh that made it asked; `None`: all of them. A replay re-delivers exactly it.
     pub access_scope_mask: Option<u64>,
 }
@@ -121,12 +130,15 @@ pub enum FamilyStatus {
     Revoked { reason: String, at_ms: u64 },
 }
 
-/// A family as stored, for introspection and tests. (The subject lives in the tokens.)
+/// A family as stored, for introspection, listing and tests. (The subject keys it; the
+/// tokens carry it.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FamilyState {
     pub client_id: String,
-    pub scopes: Scopes,
+    /// The family's scopes, as a mask over its client's allowed scopes.
+    pub scope_mask: u64,
     pub generation: u64,
+    pub issued_at_ms: u64,
     pub rotated_at_ms: u64,
     pub key_id: String,
     pub status: FamilyStatus,
@@ -141,6 +153,30 @@ impl FamilyState {
         self.rotated_at_ms
             .saturating_add(idle_ttl_ms)
             .min(self.absolute_expiry_ms)
+    }
+
+    /// Not revoked, and neither idle nor past its absolute expiry at `now_ms`.
+    pub fn is_active(&self, now_ms: u64, idle_ttl_ms: u64) -> bool {
+        self.status == FamilyStatus::Active && now_ms < self.expires_at_ms(idle_ttl_ms)
+    }
+}
+
+/// The reason a family carries when its subject's sessions were revoked
+/// (`RevokeSubjectSessions`).
+pub const REVOKED_WITH_SUBJECT: &str = "subject";
+
+/// What a subject revocation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectRevocation {
+    /// Families issued at or before this time (the store's clock) are revoked.
+    pub revoked_at_ms: u64,
+    /// Active families revoked by this call, per client (sorted by client id).
+    pub revoked_by_client: Vec<(String, u64)>,
+}
+
+impl SubjectRevocation {
+    pub fn total(&self) -> u64 {
+        self.revoked_by_client.iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -173,17 +209,39 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the family if it belongs to `client_id`, at the store's time (or `fixed_now_ms`).
     fn revoke(
         &self,
+        subject: &str,
         family: FamilyId,
         client_id: &str,
         reason: &str,
         fixed_now_ms: Option<u64>,
     ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send;
 
-    /// Reads a family; `None` when the store no longer has it.
+    /// Reads a family; `None` when the store no longer has it. A family its subject's
+    /// revocation covers reads as revoked.
     fn family(
         &self,
+        subject: &str,
         family: FamilyId,
     ) -> impl Future<Output = Result<Option<FamilyState>, StoreError>> + Send;
+
+    /// Every family the store keeps for `subject`, in no order, revoked and lapsed ones
+    /// included (as [`Store::family`] reads each). Reads without blocking the store for long,
+    /// whatever the number.
+    fn subject_families(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<(FamilyId, FamilyState)>, StoreError>> + Send;
+
+    /// Revokes every family of `subject` (or only `client_id`'s) issued until now, atomically
+    /// against their refreshes, and counts those that were active (`idle_ttl_ms` decides which
+    /// had lapsed). Families issued after it returns are unaffected.
+    fn revoke_subject(
+        &self,
+        subject: &str,
+        client_id: Option<&str>,
+        idle_ttl_ms: u64,
+        fixed_now_ms: Option<u64>,
+    ) -> impl Future<Output = Result<SubjectRevocation, StoreError>> + Send;
 
     /// Registers a client; `false` when the id exists or existed.
     fn create_client(

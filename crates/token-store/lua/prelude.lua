@@ -48,31 +48,52 @@ local function int(n)
   return string.format('%.0f', n)
 end
 
+-- Times in family records are base 36 (ms since the epoch in 8 characters, not 13): with the
+-- scopes as a mask, a realistic family stays within the 64 bytes up to which Redis keeps a
+-- hash in its compact listpack encoding (memory budget). tonumber(s, 36) reads them.
+local B36 = {}
+for d = 0, 35 do
+  B36[d] = string.sub('0123456789abcdefghijklmnopqrstuvwxyz', d + 1, d + 1)
+end
+local function b36(n)
+  local digits, i = {}, 16
+  repeat
+    local d = n % 36
+    digits[i] = B36[d]
+    n = (n - d) / 36
+    i = i - 1
+  until n == 0
+  return table.concat(digits, '', i + 1, 16)
+end
+
 -- The family record format is defined here, and only here: decode_family and encode_family are
 -- its one definition. family_record.rs reads and writes it in Rust and token-bench's
 -- populate.lua writes it through encode_family; tests/scripts.rs
 -- (`family_record_agrees_with_the_prelude`) checks family_record.rs against these two.
 --
--- A family is one string, fields separated by single spaces, scopes last:
---   <generation>[/<access mask>] <rotated at, ms> <key id> <absolute expiry, ms> <status>
---   <client id> [<scopes>]
--- status is "a" (active) or "r:<reason>:<revoked at, ms>". The access mask, when present, is
--- which of the family's scopes (bit i: the i-th scope) the current generation's access token
--- carries, as asked by the refresh that made it; absent means all of them. A grace replay
--- re-delivers exactly that token. It stays a string here: a mask of 64 bits is beyond what a
--- Lua number holds exactly. One compact string, not a hash: it keeps a family within its
--- memory budget and stays readable with GET.
+-- A family is one field of its subject's hash (field: the family id), fields of the record
+-- separated by single spaces:
+--   <generation>[/<access mask>] <rotated at> <key id> <issued at> <absolute expiry> <status>
+--   <client id> <scope mask>
+-- Times are ms since the epoch in base 36. status is "a" (active) or
+-- "r:<reason>:<revoked at, base 36>". The scope mask (hex) says which of the client's allowed
+-- scopes (fixed at registration; bit i: the i-th, sorted) the family was granted. The access
+-- mask (decimal), when present, is which of the family's scopes (bit i: the i-th) the current
+-- generation's access token carries, as asked by the refresh that made it; absent means all of
+-- them. A grace replay re-delivers exactly that token. Masks stay strings here: 64 bits are
+-- beyond what a Lua number holds exactly. Fields a script does not change are written back as
+-- read (i, x and sc keep their text), so a rotation converts only what it changes.
 local function decode_family(record)
   if not record then
     return nil
   end
-  local g, m, t, k, x, st, c, sc =
-    string.match(record, '^(%d+)/?(%d*) (%d+) ([^ ]+) (%d+) ([^ ]+) ([^ ]+) ?(.*)$')
+  local g, m, t, k, i, x, st, c, sc = string.match(record,
+    '^(%d+)/?(%d*) (%w+) ([^ ]+) (%w+) (%w+) ([^ ]+) ([^ ]+) (%x+)$')
   if not g then
     return redis.error_reply('ERR corrupt family record')
   end
-  return {g = tonumber(g), m = m, t = tonumber(t), k = k, x = tonumber(x), st = st, c = c,
-    sc = sc}
+  return {g = tonumber(g), m = m, t = tonumber(t, 36), k = k, is = i, i = tonumber(i, 36),
+    xs = x, x = tonumber(x, 36), st = st, c = c, sc = sc}
 end
 
 local function encode_family(f)
@@ -80,9 +101,46 @@ local function encode_family(f)
   if f.m ~= nil and f.m ~= '' then
     g = g .. '/' .. f.m
   end
-  local record = table.concat({g, int(f.t), f.k, int(f.x), f.st, f.c}, ' ')
-  if f.sc ~= '' then
-    record = record .. ' ' .. f.sc
+  return table.concat({g, b36(f.t), f.k, f.is or b36(f.i), f.xs or b36(f.x), f.st, f.c, f.sc},
+    ' ')
+end
+
+-- Subject revocation markers: fields of the subject's hash that no family id can be (ids are
+-- base64url). '!' holds when the whole subject was last revoked, '!<client id>' when its
+-- families of that client were; each a time in base 36. A family issued at or before a marker
+-- that applies to it is revoked, whatever its record says: RevokeSubjectSessions is one O(1)
+-- write, atomic against every rotation of the subject, which reads the markers with the record.
+local function marker_field(client)
+  return '!' .. client
+end
+
+-- The latest marker that applies to families of `client` (0 when none).
+local function subject_revoked_at(all, of_client)
+  local a = all and tonumber(all, 36) or 0
+  local c = of_client and tonumber(of_client, 36) or 0
+  return math.max(a, c)
+end
+
+-- A family's record with the markers that apply to it: HMGET of the record, the subject-wide
+-- marker and the presenting client's (the record's own client's when it names another), in one
+-- call. Returns the decoded record (nil when absent, an error reply when corrupt) and the
+-- marker time that applies (0: none).
+local function load_family(key, family, client)
+  local r = redis.call('HMGET', key, family, '!', marker_field(client))
+  local f = decode_family(r[1] or nil)
+  local revoked_at = subject_revoked_at(r[2], r[3])
+  if f and not f.err and f.c ~= client then
+    revoked_at = subject_revoked_at(r[2], redis.call('HGET', key, marker_field(f.c)) or nil)
   end
-  return record
+  return f, revoked_at
+end
+
+-- Keeps the subject's hash alive at least `ms` longer: its TTL covers the longest-lived family
+-- in it. Only garbage collection: expiry decisions compare stored times. PTTL is -1 for a hash
+-- without one (just created).
+local function extend_ttl(key, ms)
+  local left = redis.call('PTTL', key)
+  if left < ms then
+    redis.call('PEXPIRE', key, int(ms))
+  end
 end

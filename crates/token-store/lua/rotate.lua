@@ -1,6 +1,6 @@
 -- The refresh state machine (DESIGN.md): compare the presented generation p with the stored
 -- generation g and rotate, replay, roll forward or refuse, all in one atomic step.
--- KEYS[1]: the family record
+-- KEYS[1]: the subject's hash (its families and revocation markers; prelude.lua)
 -- ARGV[1]: presented generation p (>= 1)
 -- ARGV[2]: id of the authenticated client
 -- ARGV[3]: now, ms since the epoch; '' (production) reads Redis's clock (TIME)
@@ -8,15 +8,19 @@
 -- ARGV[5]: idle TTL, ms
 -- ARGV[6]: id of the key that signs a new generation
 -- ARGV[7]: reuse policy: "revoke-family" or "reject-only"
--- ARGV[8]: optional: when the request reached the service, ms on Redis's clock as the
---          instance tracks it (for the stale-duplicate rule); absent or '' means now
--- ARGV[9]: optional: the access mask a new generation's access token carries (the caller's
---          narrowing, as a decimal mask over the family's scopes); absent or '' means all
--- Needs: prelude.lua (whole, int, now_or_time, decode_family, encode_family).
+-- ARGV[8]: when the request reached the service, ms on Redis's clock as the instance tracks it
+--          (for the stale-duplicate rule); '' means now
+-- ARGV[9]: the access mask a new generation's access token carries (the caller's narrowing,
+--          as a decimal mask over the family's scopes); '' means all
+-- ARGV[10]: the family id (the field of KEYS[1])
+-- ARGV[11]: the presented token's rotation time, ms: a family absent from the hash whose token
+--          is no newer than the subject's revocation marker was revoked with its subject
+-- Needs: prelude.lua (whole, int, now_or_time, decode_family, encode_family, load_family,
+--        extend_ttl, b36).
 -- Returns: {outcome} for refusals: "expired", "revoked", "client_mismatch",
 --          "reused_revoked" (family revoked now), "reused_rejected" (family kept),
 --          "reused_stale" (a request issued before the current generation existed: kept);
---          {outcome, g, t, key id, scopes, absolute expiry, access mask} for "rotated",
+--          {outcome, g, t, key id, scope mask, absolute expiry, access mask} for "rotated",
 --          "replayed" and "rolled_forward", describing the generation whose pair the caller
 --          gets (access mask '' means all the family's scopes; a replay answers the mask the
 --          winner asked for, whatever this caller asks). g, t and the absolute expiry are
@@ -32,7 +36,10 @@ if ARGV[8] ~= nil and ARGV[8] ~= '' then
   stamp = whole(ARGV[8])
 end
 local mask = ARGV[9] or ''
-if not p or p < 1 or not now or not stamp or not grace
+local family = ARGV[10]
+local presented_at = whole(ARGV[11])
+if not p or p < 1 or not now or not stamp or not grace or not presented_at
+    or not family or family == '' or string.sub(family, 1, 1) == '!' 
     or (mask ~= '' and (not string.match(mask, '^%d+$') or #mask > 20))
     or not idle_ttl or idle_ttl <= 0 or ARGV[2] == '' or ARGV[6] == ''
     or string.find(ARGV[2], '%s') or string.find(ARGV[6], '%s')
@@ -40,17 +47,23 @@ if not p or p < 1 or not now or not stamp or not grace
   return redis.error_reply('ERR rotate: invalid arguments')
 end
 
-local f = decode_family(redis.call('GET', KEYS[1]))
+local f, revoked_at = load_family(KEYS[1], family, ARGV[2])
 if not f then
+  -- Removed: by its subject's revocation if its token predates the marker, else by expiry.
+  if presented_at <= revoked_at then
+    return {'revoked'}
+  end
   return {'expired'}
 end
 if f.err then
   return f
 end
 if now >= f.x or now >= f.t + idle_ttl then
+  -- Nothing can refresh it again: the field leaves the subject's hash now.
+  redis.call('HDEL', KEYS[1], family)
   return {'expired'}
 end
-if f.st ~= 'a' then
+if f.st ~= 'a' or f.i <= revoked_at then
   return {'revoked'}
 end
 if f.c ~= ARGV[2] then
@@ -62,7 +75,8 @@ local function issued(outcome, generation, rotated_at, key_id, access_mask)
 end
 local function advance(outcome, generation)
   f.g, f.t, f.k, f.m = generation, now, ARGV[6], mask
-  redis.call('SET', KEYS[1], encode_family(f), 'PX', int(math.min(idle_ttl, f.x - now)))
+  redis.call('HSET', KEYS[1], family, encode_family(f))
+  extend_ttl(KEYS[1], math.min(idle_ttl, f.x - now))
   return issued(outcome, generation, now, ARGV[6], mask)
 end
 
@@ -86,6 +100,6 @@ end
 if policy == 'reject-only' then
   return {'reused_rejected'}
 end
-f.st = 'r:reuse:' .. int(now)
-redis.call('SET', KEYS[1], encode_family(f), 'KEEPTTL')
+f.st = 'r:reuse:' .. b36(now)
+redis.call('HSET', KEYS[1], family, encode_family(f))
 return {'reused_revoked'}

@@ -1,14 +1,18 @@
-//! Key names. A family lives in one string, `<prefix>{<family id>}`; a client in one hash,
-//! `<prefix>c:{<client id>}`; its refresh audit in one stream, `<prefix>a:{<client id>}`. The family key is kept to 28 bytes with the default prefix:
-//! Redis stores it in a 32-byte allocation, where 29 bytes would take 48 (memory budget). The braces are Redis Cluster hash tags: every key a script
-//! touches sits in one slot. Family and client ids have no braces in their alphabets.
+//! Key names. A subject's families live in one hash, `<prefix>s:{<subject hash>}` (field: the
+//! family id; value: its record, see `family_record`), with the subject's revocation markers;
+//! a client in one hash, `<prefix>c:{<client id>}`; its refresh audit in one stream,
+//! `<prefix>a:{<client id>}`. The braces are Redis Cluster hash tags: every key a script
+//! touches sits in one slot, and all of a subject's sessions sit in one, so revoking them is
+//! one atomic write. Client ids have no braces in their alphabet.
 
-use token_core::FamilyId;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest as _, Sha256};
 
 /// Builds key names under a prefix, so that tests and tenants can share one Redis.
 #[derive(Debug, Clone)]
 pub struct KeyLayout {
-    /// Prepended to every key; short, because it is stored once per family.
+    /// Prepended to every key; short, because it is stored once per subject.
     prefix: String,
 }
 
@@ -19,8 +23,12 @@ impl KeyLayout {
         }
     }
 
-    pub fn family(&self, family: FamilyId) -> String {
-        format!("{}{{{family}}}", self.prefix)
+    /// The hash of `subject`'s families. The subject is named by 128 bits of its SHA-256
+    /// (22 characters, fixed length, no braces), not stored: subjects may be long, contain
+    /// braces, or be personal data.
+    pub fn subject(&self, subject: &str) -> String {
+        let digest = Sha256::digest(subject.as_bytes());
+        format!("{}s:{{{}}}", self.prefix, URL_SAFE_NO_PAD.encode(&digest[..16]))
     }
 
     pub fn client(&self, client_id: &str) -> String {
@@ -41,9 +49,14 @@ mod tests {
     #[test]
     fn keys_carry_one_hash_tag() {
         let layout = KeyLayout::new("t:");
-        let family = FamilyId::random();
-        assert_eq!(layout.family(family), format!("t:{{{family}}}"));
-        assert_eq!(KeyLayout::new("tok:").family(family).len(), 28);
+        let alice = layout.subject("alice@example.com");
+        assert_eq!(alice, layout.subject("alice@example.com"));
+        assert_ne!(alice, layout.subject("bob@example.com"));
+        assert!(alice.starts_with("t:s:{") && alice.ends_with('}'));
+        // Fixed length, whatever the subject holds.
+        let odd = layout.subject(&format!("{{}} {}", "x".repeat(256)));
+        assert_eq!((alice.len(), odd.len()), (28, 28));
+        assert_eq!(odd.matches(['{', '}']).count(), 2);
         assert_eq!(layout.client("web"), "t:c:{web}");
         assert_eq!(layout.audit("web"), "t:a:{web}");
     }

@@ -1,13 +1,14 @@
 //! [`RedisStore`]: the [`Store`] over Redis, composed of the scripts (`crate::script`, one
 //! module each) and the connections they run on (`crate::lanes`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands as _};
 use token_core::store::{
     Current, FamilyState, NewFamily, Reuse, RevokeOutcome, RotateOutcome, RotateRequest,
+    SubjectRevocation,
 };
 use token_core::{AccessTokenFormat, Client, FamilyId, Scopes, Store, StoreError};
 
@@ -21,7 +22,9 @@ use crate::script::ScriptCall;
 use crate::script::create_client::CreateClient;
 use crate::script::delete_client::DeleteClient;
 use crate::script::issue::Issue;
+use crate::script::read_family::ReadFamily;
 use crate::script::revoke::Revoke;
+use crate::script::revoke_subject::{RevokeSubject, SweepSubject};
 use crate::script::rotate::Rotate;
 use crate::script::set_client_secret::SetClientSecret;
 
@@ -32,7 +35,7 @@ mod ops {
     pub const TIME: Operation = Operation::command("TIME");
     pub const INFO: Operation = Operation::command("INFO");
     pub const CONFIG_GET: Operation = Operation::command("CONFIG GET");
-    pub const GET: Operation = Operation::command("GET");
+    pub const HSCAN: Operation = Operation::command("HSCAN");
     pub const HGETALL: Operation = Operation::command("HGETALL");
 }
 
@@ -210,6 +213,58 @@ impl RedisStore {
     }
 }
 
+/// Fields an HSCAN step asks for: a batch the sweep script handles in about a millisecond.
+const SCAN_BATCH: usize = 256;
+
+impl RedisStore {
+    /// One HSCAN step over a subject's hash: the next cursor (0: done) and the fields, with
+    /// their values when `values` (HSCAN answers pairs; the values are dropped otherwise).
+    async fn scan_fields(
+        &self,
+        key: &str,
+        cursor: u64,
+        values: bool,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let key = key.to_owned();
+        let (next, items): (u64, Vec<String>) = self
+            .lanes
+            .call(ops::HSCAN, |mut conn| async move {
+                redis::cmd("HSCAN")
+                    .arg(key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(SCAN_BATCH)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let items = if values {
+            items
+        } else {
+            items.into_iter().step_by(2).collect()
+        };
+        Ok((next, items))
+    }
+
+    /// Every field of a subject's hash with its value, read in HSCAN steps so that Redis is
+    /// never busy long with one subject (a field seen twice, as HSCAN may, counts once).
+    async fn subject_fields(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
+        let mut fields = HashMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, items) = self.scan_fields(key, cursor, true).await?;
+            let mut pairs = items.into_iter();
+            while let (Some(field), Some(value)) = (pairs.next(), pairs.next()) {
+                fields.insert(field, value);
+            }
+            if next == 0 {
+                return Ok(fields);
+            }
+            cursor = next;
+        }
+    }
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
@@ -217,7 +272,7 @@ fn corrupt(what: &str) -> StoreError {
 impl Store for RedisStore {
     async fn create_family(&self, family: &NewFamily) -> Result<Current, StoreError> {
         self.run(&Issue {
-            key: self.keys.family(family.family),
+            key: self.keys.subject(&family.subject),
             family,
             high_water_permille: self.monitor.high_water_permille(),
         })
@@ -227,7 +282,7 @@ impl Store for RedisStore {
     async fn rotate(&self, req: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {
         let outcome = self
             .run(&Rotate {
-                key: self.keys.family(req.family),
+                key: self.keys.subject(req.subject),
                 request: req,
             })
             .await?;
@@ -237,7 +292,13 @@ impl Store for RedisStore {
             // revocation on a connection of its own and wait for replicas there. A failure
             // here leaves the family revoked on the primary; the refusal stands either way.
             let confirmed = self
-                .revoke(req.family, req.client_id, "reuse", req.fixed_now_ms)
+                .revoke(
+                    req.subject,
+                    req.family,
+                    req.client_id,
+                    "reuse",
+                    req.fixed_now_ms,
+                )
                 .await;
             if let Err(err) = confirmed {
                 tracing::warn!(error = %err, "could not confirm a reuse revocation with replicas");
@@ -248,13 +309,15 @@ impl Store for RedisStore {
 
     async fn revoke(
         &self,
+        subject: &str,
         family: FamilyId,
         client_id: &str,
         reason: &str,
         fixed_now_ms: Option<u64>,
     ) -> Result<RevokeOutcome, StoreError> {
         self.run_durable(&Revoke {
-            key: self.keys.family(family),
+            key: self.keys.subject(subject),
+            family,
             client_id,
             reason,
             fixed_now_ms,
@@ -262,13 +325,94 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn family(&self, family: FamilyId) -> Result<Option<FamilyState>, StoreError> {
-        let key = self.keys.family(family);
-        let record: Option<String> = self
-            .lanes
-            .call(ops::GET, |mut conn| async move { conn.get(key).await })
+    async fn family(
+        &self,
+        subject: &str,
+        family: FamilyId,
+    ) -> Result<Option<FamilyState>, StoreError> {
+        self.run(&ReadFamily {
+            key: self.keys.subject(subject),
+            family,
+        })
+        .await
+    }
+
+    async fn subject_families(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<(FamilyId, FamilyState)>, StoreError> {
+        let fields = self.subject_fields(&self.keys.subject(subject)).await?;
+        let marker = |client: Option<&str>| {
+            fields
+                .get(&family_record::marker_field(client))
+                .map_or(Ok(0), |at| {
+                    family_record::from_b36(at).ok_or_else(|| corrupt("subject: bad marker"))
+                })
+        };
+        let every_client = marker(None)?;
+        let mut families = Vec::new();
+        for (field, record) in &fields {
+            if field.starts_with(family_record::MARKER_PREFIX) {
+                continue;
+            }
+            let id: FamilyId = field
+                .parse()
+                .map_err(|_| corrupt("subject: a field is not a family id"))?;
+            let family = family_record::decode(record)?;
+            let revoked_at = every_client.max(marker(Some(&family.client_id))?);
+            families.push((id, family_record::apply_marker(family, revoked_at)));
+        }
+        Ok(families)
+    }
+
+    async fn revoke_subject(
+        &self,
+        subject: &str,
+        client_id: Option<&str>,
+        idle_ttl_ms: u64,
+        fixed_now_ms: Option<u64>,
+    ) -> Result<SubjectRevocation, StoreError> {
+        let key = self.keys.subject(subject);
+        // One write revokes them all, durably (WAIT where replicas exist) ...
+        let marked = self
+            .run_durable(&RevokeSubject {
+                key: key.clone(),
+                client_id,
+                fixed_now_ms,
+            })
             .await?;
-        record.as_deref().map(family_record::decode).transpose()
+        // ... then the covered families are removed and counted, a batch per short script.
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, families) = self.scan_fields(&key, cursor, false).await?;
+            let families: Vec<String> = families
+                .into_iter()
+                .filter(|f| !f.starts_with(family_record::MARKER_PREFIX))
+                .collect();
+            if !families.is_empty() {
+                let swept = self
+                    .run(&SweepSubject {
+                        key: key.clone(),
+                        client_id,
+                        marked,
+                        idle_ttl_ms,
+                        families,
+                    })
+                    .await?;
+                for (client, n) in swept {
+                    *counts.entry(client).or_default() += n;
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(SubjectRevocation {
+            revoked_at_ms: marked.at_ms,
+            revoked_by_client: counts.into_iter().collect(),
+        })
     }
 
     async fn create_client(&self, client: &Client) -> Result<bool, StoreError> {

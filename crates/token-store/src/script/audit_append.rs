@@ -49,7 +49,7 @@ impl ScriptCall for AuditAppend<'_> {
                 .arg(event.at_ms)
                 .arg(event.outcome.as_str())
                 .arg(event.reason)
-                .arg(event.detail)
+                .arg(event.detail.as_ref())
                 .arg(event.family.map(|f| f.to_string()).unwrap_or_default())
                 .arg(event.generation)
                 .arg(&record.trace_id);

@@ -14,7 +14,7 @@ use crate::lanes::Operation;
 pub const SOURCE: &str = with_prelude!("issue.lua");
 pub static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 
-/// Creates `family` at `key`, refused once the node's memory reaches `high_water_permille`.
+/// Creates `family` in its subject's hash at `key`, refused once the node's memory reaches `high_water_permille`.
 pub(crate) struct Issue<'a> {
     pub key: String,
     pub family: &'a NewFamily,
@@ -36,12 +36,13 @@ impl ScriptCall for Issue<'_> {
         invocation
             .key(&self.key)
             .arg(&family.client_id)
-            .arg(family.scopes.to_space_separated())
+            .arg(format!("{:x}", family.scope_mask))
             .arg(fixed_now(family.fixed_now_ms))
             .arg(&family.key_id)
             .arg(family.absolute_ttl_ms)
             .arg(family.idle_ttl_ms)
-            .arg(self.high_water_permille);
+            .arg(self.high_water_permille)
+            .arg(family.family.to_string());
         invocation
     }
 
@@ -51,7 +52,7 @@ impl ScriptCall for Issue<'_> {
                 generation: 1,
                 rotated_at_ms: number(issued_at, "issue: bad issue time")?,
                 key_id: self.family.key_id.clone(),
-                scopes: self.family.scopes.clone(),
+                scope_mask: self.family.scope_mask,
                 absolute_expiry_ms: number(absolute_expiry, "issue: bad expiry")?,
                 access_scope_mask: None,
             }),

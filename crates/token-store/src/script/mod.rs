@@ -19,7 +19,9 @@ pub mod audit_summary;
 pub mod create_client;
 pub mod delete_client;
 pub mod issue;
+pub mod read_family;
 pub mod revoke;
+pub mod revoke_subject;
 pub mod rotate;
 pub mod set_client_secret;
 

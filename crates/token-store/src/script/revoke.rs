@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use deadpool_redis::redis::{Script, ScriptInvocation};
-use token_core::StoreError;
+use token_core::{FamilyId, StoreError};
 use token_core::store::RevokeOutcome;
 
 use super::{ScriptCall, allowed_when_full, corrupt, fixed_now, with_prelude};
@@ -13,9 +13,10 @@ use crate::lanes::Operation;
 pub const SOURCE: &str = allowed_when_full!("revoke.lua");
 pub static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 
-/// Revokes the family at `key` if `client_id` owns it, recording `reason`.
+/// Revokes `family` in its subject's hash at `key` if `client_id` owns it, recording `reason`.
 pub(crate) struct Revoke<'a> {
     pub key: String,
+    pub family: FamilyId,
     pub client_id: &'a str,
     pub reason: &'a str,
     pub fixed_now_ms: Option<u64>,
@@ -36,7 +37,8 @@ impl ScriptCall for Revoke<'_> {
             .key(&self.key)
             .arg(self.client_id)
             .arg(self.reason)
-            .arg(fixed_now(self.fixed_now_ms));
+            .arg(fixed_now(self.fixed_now_ms))
+            .arg(self.family.to_string());
         invocation
     }
 

@@ -4,7 +4,6 @@
 use std::sync::LazyLock;
 
 use deadpool_redis::redis::{Script, ScriptInvocation};
-use token_core::Scopes;
 use token_core::StoreError;
 use token_core::store::{Current, Reuse, RotateOutcome, RotateRequest, Rotation};
 
@@ -15,7 +14,7 @@ use crate::lanes::Operation;
 pub const SOURCE: &str = allowed_when_full!("rotate.lua");
 pub static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 
-/// One rotation of the family at `key`.
+/// One rotation of a family in its subject's hash at `key`.
 pub(crate) struct Rotate<'a> {
     pub key: String,
     pub request: &'a RotateRequest<'a>,
@@ -47,7 +46,9 @@ impl ScriptCall for Rotate<'_> {
                 req.access_scope_mask
                     .map(|m| m.to_string())
                     .unwrap_or_default(),
-            );
+            )
+            .arg(req.family.to_string())
+            .arg(req.presented_rotated_at_ms);
         invocation
     }
 
@@ -72,7 +73,7 @@ impl ScriptCall for Rotate<'_> {
             generation,
             rotated_at,
             key_id,
-            scopes,
+            scope_mask,
             absolute_expiry,
             access_mask,
         ] = reply.as_slice()
@@ -85,8 +86,8 @@ impl ScriptCall for Rotate<'_> {
                 generation: number(generation, "rotate: bad generation")?,
                 rotated_at_ms: number(rotated_at, "rotate: bad rotation time")?,
                 key_id: key_id.clone(),
-                scopes: Scopes::from_space_separated(scopes)
-                    .ok_or_else(|| corrupt("rotate: too many scopes"))?,
+                scope_mask: u64::from_str_radix(scope_mask, 16)
+                    .map_err(|_| corrupt("rotate: bad scope mask"))?,
                 absolute_expiry_ms: number(absolute_expiry, "rotate: bad expiry")?,
                 access_scope_mask: match access_mask.as_str() {
                     "" => None,
