@@ -10,9 +10,9 @@ use futures::stream::{FuturesUnordered, StreamExt as _};
 use test_support::fault_proxy::{Fault, FaultProxy};
 use test_support::harness::{
     RedisServer, ServerOptions, TestServer, issue, reason, refresh_request, register_client,
-    warm_up,
+    stored_family, warm_up,
 };
-use token_core::{FamilyId, Lifetimes, ManualClock, Store as _};
+use token_core::{Lifetimes, ManualClock};
 use token_server::config::DEFAULT_MAX_CONCURRENT_CALLS;
 use tonic_types::StatusExt as _;
 
@@ -47,7 +47,6 @@ async fn a_lost_rotation_reply_is_retried_into_the_identical_pair_inside_grace()
     let client = register_client(&mut server.registry().await, "public", "", &["read"]).await;
     let mut tokens = server.tokens().await;
     let first = issue(&mut tokens, &client, "alice").await;
-    let family: FamilyId = first.family_id.parse().unwrap();
     warm_up(&server, &client).await;
 
     // The client record is cached, so the refresh's only Redis command is the rotation.
@@ -60,12 +59,8 @@ async fn a_lost_rotation_reply_is_retried_into_the_identical_pair_inside_grace()
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(reason(&err), "STORE_UNAVAILABLE");
     assert!(err.get_details_retry_info().is_some());
-    let state = server
-        .service
-        .store()
-        .family(family)
+    let state = stored_family(&server.service, &first.refresh_token)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(
         state.generation, 2,
@@ -90,12 +85,8 @@ async fn a_lost_rotation_reply_is_retried_into_the_identical_pair_inside_grace()
         (&retry.refresh_token, &retry.access_token)
     );
     // No fork: the family is still at generation 2 and its token rotates normally.
-    let state = server
-        .service
-        .store()
-        .family(family)
+    let state = stored_family(&server.service, &first.refresh_token)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(state.generation, 2);
     let next = tokens

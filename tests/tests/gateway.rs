@@ -17,7 +17,7 @@ use test_support::harness::{
     register_client, warm_up,
 };
 use token_client::{ClientConfig, TokenClient};
-use token_core::{ManualClock, Store as _};
+use token_core::ManualClock;
 use token_gateway::Upstream;
 use token_proto::v1 as pb;
 use token_proto::v1::token_service_client::TokenServiceClient;
@@ -341,13 +341,8 @@ async fn thirty_two_authlib_threads_refreshing_one_token_all_get_the_same_new_pa
     assert_ne!(winner["refresh_token"], first.refresh_token.as_str());
 
     // One rotation happened: the family is at generation 2, and the shared pair rotates on.
-    let family = env
-        .server
-        .service
-        .store()
-        .family(first.family_id.parse().unwrap())
+    let family = harness::stored_family(&env.server.service, &first.refresh_token)
         .await
-        .unwrap()
         .expect("the family exists");
     assert_eq!(family.generation, 2, "exactly one winner");
     let next = env
@@ -985,12 +980,8 @@ async fn a_refresh_whose_reply_was_lost_is_503_then_the_retry_gets_the_committed
     let reply = refresh_at(&http, &url, &client, &first.refresh_token).await;
     assert_eq!(proxy.injected(Fault::DropAfterForward), 1);
     assert_oauth_error("the lost reply", &reply, 503, "temporarily_unavailable");
-    let family = server
-        .service
-        .store()
-        .family(first.family_id.parse().unwrap())
+    let family = harness::stored_family(&server.service, &first.refresh_token)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(
         family.generation, 2,
@@ -1027,12 +1018,8 @@ async fn a_refresh_whose_reply_was_lost_is_retried_by_the_sdk_and_answered_200()
         reply.status, 200,
         "the retry inside grace got the pair: {reply:?}"
     );
-    let family = server
-        .service
-        .store()
-        .family(first.family_id.parse().unwrap())
+    let family = harness::stored_family(&server.service, &first.refresh_token)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(family.generation, 2, "one rotation, no fork");
     gateway.stop().await;

@@ -17,7 +17,6 @@ use test_support::harness::gateway::quick_retries;
 use test_support::harness::{
     RedisServer, ServerOptions, TestClient, TestGateway, TestServer, issue, register_client,
 };
-use token_core::Store as _;
 use token_core::store::FamilyStatus;
 use token_proto::v1 as pb;
 use token_proto::v1::token_service_client::TokenServiceClient;
@@ -206,8 +205,8 @@ async fn unusable_basic_credentials_are_401_on_every_endpoint_and_change_nothing
             ],
         ),
     ];
-    let family = env.pair.family_id.parse().expect("a family id");
-    let before = env.server.service.store().family(family).await.unwrap();
+    let rt = env.pair.refresh_token.clone();
+    let before = harness::stored_family(&env.server.service, &rt).await;
     for path in ENDPOINTS {
         for (case, authorization) in &rows {
             let reply = env.post(path, authorization, &[]).await;
@@ -218,7 +217,7 @@ async fn unusable_basic_credentials_are_401_on_every_endpoint_and_change_nothing
     }
     // Refused before the token service: not one refresh was audited, the family is as it was.
     assert_eq!(env.audited_refreshes().await, 0);
-    let after = env.server.service.store().family(family).await.unwrap();
+    let after = harness::stored_family(&env.server.service, &rt).await;
     assert_eq!(after, before);
     let after = after.expect("the family exists");
     assert_eq!((after.generation, after.status), (1, FamilyStatus::Active));

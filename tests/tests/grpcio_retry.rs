@@ -30,7 +30,6 @@ use test_support::harness::{
     warm_up,
 };
 use token_core::store::FamilyStatus;
-use token_core::{FamilyId, Store as _};
 use token_proto::v1 as pb;
 
 const CHAINS: usize = 8;
@@ -103,15 +102,10 @@ impl Env {
     }
 
     /// The family's generation, after checking it is alive.
-    async fn live_generation(&self, family_id: &str) -> u64 {
-        let family: FamilyId = family_id.parse().expect("family id");
-        let state = self
-            .server
-            .service
-            .store()
-            .family(family)
+    async fn live_generation(&self, pair: &pb::TokenPair) -> u64 {
+        let family_id = &pair.family_id;
+        let state = harness::stored_family(&self.server.service, &pair.refresh_token)
             .await
-            .expect("store")
             .unwrap_or_else(|| panic!("family {family_id} is gone"));
         assert_eq!(
             state.status,
@@ -327,10 +321,10 @@ async fn grpcio_with_the_service_config_retries_every_lost_reply_into_the_same_p
     // is the family's current one.
     for (chain, first) in report.chains.iter().zip(&env.first_pairs) {
         assert!(chain.family_ids.iter().all(|f| *f == first.family_id));
-        assert_eq!(env.live_generation(&first.family_id).await, 1 + STEPS);
+        assert_eq!(env.live_generation(&first).await, 1 + STEPS);
         let next = env.refresh_directly(&chain.refresh_token).await;
         assert_eq!(next.family_id, first.family_id);
-        assert_eq!(env.live_generation(&first.family_id).await, 2 + STEPS);
+        assert_eq!(env.live_generation(&first).await, 2 + STEPS);
     }
 }
 
@@ -362,7 +356,7 @@ async fn grpcio_without_the_service_config_fails_on_lost_replies() {
     let mut stranded = 0;
     for (chain, first) in report.chains.iter().zip(&env.first_pairs) {
         let held = 1 + chain.family_ids.len() as u64;
-        let generation = env.live_generation(&first.family_id).await;
+        let generation = env.live_generation(&first).await;
         assert!(generation == held || generation == held + 1, "{chain:?}");
         if generation == held + 1 {
             stranded += 1;

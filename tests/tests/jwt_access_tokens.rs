@@ -22,10 +22,10 @@ use test_support::harness::load::RefreshLoad;
 use test_support::harness::{
     self, KEYRING, RedisServer, ServerOptions, TestGateway, TestServer, issue, refresh_request,
     refresh_together, register_client, register_client_as, register_jwt_client, replace_file,
-    until_keyring,
+    stored_family, until_keyring,
 };
+use token_core::Keyring;
 use token_core::jwt::JwtSettings;
-use token_core::{Keyring, Store as _};
 use token_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -640,8 +640,7 @@ async fn a_keyring_reloaded_without_its_ed25519_key_refuses_jwt_refreshes_before
     let client = register_jwt_client(&mut server.registry().await, &["read"], "").await;
     let mut tokens = server.tokens().await;
     let pair = issue(&mut tokens, &client, "erin").await;
-    let family = pair.family_id.parse().unwrap();
-    let before = server.service.store().family(family).await.unwrap();
+    let before = stored_family(&server.service, &pair.refresh_token).await;
 
     // An operator's mistake: the Ed25519 key removed while jwt clients exist.
     replace_file(&path, &format!("{hmac}\n"));
@@ -659,7 +658,10 @@ async fn a_keyring_reloaded_without_its_ed25519_key_refuses_jwt_refreshes_before
         .expect_err("no key to sign the JWT with");
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert_eq!(harness::reason(&refused), "NO_JWT_SIGNING_KEY");
-    assert_eq!(server.service.store().family(family).await.unwrap(), before);
+    assert_eq!(
+        stored_family(&server.service, &pair.refresh_token).await,
+        before
+    );
 
     // The key back: the same refresh token rotates as if nothing had happened.
     replace_file(&path, &keyring_text(&hmac, &[("e1", &e1, "sign")]));

@@ -592,6 +592,7 @@ fn a_mixed_workload_is_reported_exactly_by_the_audit_and_the_prometheus_endpoint
             "invalid_token",
             "rejected",
             "unavailable",
+            "sessions_revoked",
         ]
         .iter()
         .map(|o| (o.to_string(), 0))

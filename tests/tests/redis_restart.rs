@@ -107,7 +107,7 @@ async fn no_acknowledged_rotation_is_lost_when_redis_restarts() {
         };
         let family: FamilyId = pair.family_id.parse().unwrap();
         let state = store
-            .family(family)
+            .family(&claims.subject, family)
             .await
             .unwrap()
             .expect("family survived");

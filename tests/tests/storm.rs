@@ -58,7 +58,11 @@ async fn storm(parallel: usize, rounds: usize) {
             "round {round}: the token must rotate"
         );
 
-        let state = store.family(family).await.unwrap().expect("family exists");
+        let state = store
+            .family("storm-subject", family)
+            .await
+            .unwrap()
+            .expect("family exists");
         generation += 1;
         assert_eq!(
             state.generation, generation,

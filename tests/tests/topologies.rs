@@ -20,7 +20,6 @@ use test_support::harness::{
 use test_support::topology::{self, RedisCluster, RedisSentinel};
 use token_client::{ClientConfig, TokenClient};
 use token_core::store::FamilyStatus;
-use token_core::{FamilyId, Store as _};
 use token_proto::v1 as pb;
 use token_store::family_record;
 
@@ -111,9 +110,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("admin task panicked")
 }
 
-fn family_key(family: &str) -> String {
-    // The harness's key prefix, then the family's hash tag (token_store::keys::KeyLayout).
-    format!("t:{{{family}}}")
+/// The key of `subject`'s families under the harness's prefix: it decides their shard.
+fn subject_key(subject: &str) -> String {
+    token_store::keys::KeyLayout::new("t:").subject(subject)
 }
 
 /// Issues families until `want` of them live on `primary`; returns those.
@@ -127,9 +126,9 @@ async fn families_on(
     let mut tokens = server.tokens().await;
     let mut found = Vec::new();
     for attempt in 0..400 {
-        let pair = issue(&mut tokens, client, &format!("subject-{attempt}")).await;
-        if deployment.primary_for(&family_key(&pair.family_id)) == primary {
-            found.push(pair);
+        let subject = format!("subject-{attempt}");
+        if deployment.primary_for(&subject_key(&subject)) == primary {
+            found.push(issue(&mut tokens, client, &subject).await);
             if found.len() == want {
                 return found;
             }
@@ -162,13 +161,13 @@ async fn storms_on_a_cluster_have_one_winner_on_every_primary() {
     for primary in cluster.primaries() {
         families.extend(families_on(&deployment, &servers[0], &client, primary, 2).await);
     }
-    let store = servers[0].service.store();
+    let service = &servers[0].service;
 
     let storms = families.iter().map(|first| {
         let channels = channels.clone();
         let client = client.clone();
         async move {
-            let family: FamilyId = first.family_id.parse().unwrap();
+            let family = first.family_id.clone();
             let mut token = first.refresh_token.clone();
             for round in 0..5 {
                 let responses = refresh_together(&channels, &client, &token, 100).await;
@@ -182,7 +181,9 @@ async fn storms_on_a_cluster_have_one_winner_on_every_primary() {
                     assert_eq!(pair.refresh_token, winners[0].refresh_token);
                     assert_eq!(pair.access_token, winners[0].access_token);
                 }
-                let state = store.family(family).await.unwrap().expect("family exists");
+                let state = harness::stored_family(service, &token)
+                    .await
+                    .expect("family exists");
                 assert_eq!(state.generation, round + 2, "family {family}: one rotation");
                 assert_eq!(state.status, FamilyStatus::Active);
                 token = winners[0].refresh_token.clone();
@@ -193,7 +194,6 @@ async fn storms_on_a_cluster_have_one_winner_on_every_primary() {
 
     // The core storm's size, 1000 callers at once, on a fresh family.
     let first = issue(&mut channels[0].clone(), &client, "storm-1000").await;
-    let family: FamilyId = first.family_id.parse().unwrap();
     let mut token = first.refresh_token;
     for round in 0..2 {
         let responses = refresh_together(&channels, &client, &token, 1000).await;
@@ -204,9 +204,9 @@ async fn storms_on_a_cluster_have_one_winner_on_every_primary() {
                 .iter()
                 .all(|p| p.refresh_token == winners[0].refresh_token)
         );
-        let state = store.family(family).await.unwrap().unwrap();
-        assert_eq!(state.generation, round + 2);
         token = winners[0].refresh_token.clone();
+        let state = harness::stored_family(service, &token).await.unwrap();
+        assert_eq!(state.generation, round + 2);
     }
     for server in servers {
         server.stop().await;
@@ -223,7 +223,7 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
 
     // The primary to kill holds the probes; callers' families fall wherever they hash.
     let first = issue(&mut tokens, &client, "first").await;
-    let victim = deployment.primary_for(&family_key(&first.family_id));
+    let victim = deployment.primary_for(&subject_key("first"));
     let probes = families_on(&deployment, &server, &client, victim, PROBES).await;
     let mut callers_first = vec![first];
     for i in 1..CALLERS {
@@ -257,15 +257,15 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
     let (deployment, promoted) = deployment.kill_and_fail_over(victim).await;
 
     // The probes' tokens (generation 2) refresh on the promoted replica (generation 1).
-    let store = server.service.store();
-    for (family, token) in &probe_tokens {
+    for (_, token) in &probe_tokens {
         let pair = sdk
             .refresh_token_pair(refresh_request(&client, token))
             .await
             .expect("a token issued just before the failover must still refresh");
         assert!(!pair.replayed);
-        let family: FamilyId = family.parse().unwrap();
-        let state = store.family(family).await.unwrap().expect("probe family");
+        let state = harness::stored_family(&server.service, token)
+            .await
+            .expect("probe family");
         assert_eq!(
             state.generation, 3,
             "rolled forward past the lost generation 2"
@@ -279,16 +279,19 @@ async fn failover_under_load(deployment: Deployment, name: &str) {
 
     // No family revoked; every caller's last token still works.
     for (pair, token) in callers_first.iter().zip(&last_tokens) {
-        let family: FamilyId = pair.family_id.parse().unwrap();
-        let state = store.family(family).await.unwrap().expect("caller family");
+        let family = &pair.family_id;
+        let state = harness::stored_family(&server.service, token)
+            .await
+            .expect("caller family");
         assert_eq!(state.status, FamilyStatus::Active, "family {family}");
         sdk.refresh_token_pair(refresh_request(&client, token))
             .await
             .expect("the caller's last token refreshes");
     }
-    for probe in &probes {
-        let family: FamilyId = probe.family_id.parse().unwrap();
-        let state = store.family(family).await.unwrap().unwrap();
+    for (_, token) in &probe_tokens {
+        let state = harness::stored_family(&server.service, token)
+            .await
+            .unwrap();
         assert_eq!(state.status, FamilyStatus::Active);
     }
 
@@ -340,13 +343,19 @@ async fn wait_unmet(server: &TestServer) -> u64 {
         .map_or(0, |value| value.trim().parse().unwrap())
 }
 
-/// The family's status as `replica` has it (the record's raw form, decoded).
-async fn status_on(deployment: &Deployment, replica: SocketAddr, family: &str) -> FamilyStatus {
-    let key = family_key(family);
+/// The status of `subject`'s family as `replica` has it (the record's raw form, decoded).
+async fn status_on(
+    deployment: &Deployment,
+    replica: SocketAddr,
+    subject: &str,
+    family: &str,
+) -> FamilyStatus {
+    let key = subject_key(subject);
+    let family = family.to_owned();
     // A Cluster replica answers reads only on a connection that asked for READONLY.
     let read_only = matches!(deployment, Deployment::Cluster(_));
     let mut replies = blocking(move || {
-        let get: &[&str] = &["GET", &key];
+        let get: &[&str] = &["HGET", &key, &family];
         if read_only {
             topology::pipeline(replica, &[&["READONLY"], get])
         } else {
@@ -355,7 +364,7 @@ async fn status_on(deployment: &Deployment, replica: SocketAddr, family: &str) -
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let record = replies.pop().expect("a reply to GET");
+    let record = replies.pop().expect("a reply to HGET");
     family_record::decode(record.text().expect("a family record"))
         .expect("a valid record")
         .status
@@ -376,27 +385,27 @@ async fn revocations_wait_for_a_replica(deployment: Deployment) {
 
     // With the replica linked, the revocation is on it when the call returns.
     let kept = issue(&mut tokens, &client, "kept").await;
-    let primary = deployment.primary_for(&family_key(&kept.family_id));
+    let primary = deployment.primary_for(&subject_key("kept"));
     let replicas = deployment.replicas_of(primary);
     tokens.revoke_token(revoke(&kept)).await.expect("revoke");
     assert!(matches!(
-        status_on(&deployment, replicas[0], &kept.family_id).await,
+        status_on(&deployment, replicas[0], "kept", &kept.family_id).await,
         FamilyStatus::Revoked { .. }
     ));
     assert_eq!(wait_unmet(&server).await, 0);
 
     // With no replica to confirm it, the revocation stands on the primary, is answered after
     // the bounded wait, and is counted.
-    let mut lonely = issue(&mut tokens, &client, "lonely").await;
-    while deployment.primary_for(&family_key(&lonely.family_id)) != primary {
-        lonely = issue(&mut tokens, &client, "lonely").await;
-    }
+    let lonely_subject = (0..)
+        .map(|n| format!("lonely-{n}"))
+        .find(|subject| deployment.primary_for(&subject_key(subject)) == primary)
+        .expect("some subject on that primary");
+    let lonely = issue(&mut tokens, &client, &lonely_subject).await;
     let cut = replicas.clone();
     blocking(move || topology::cut_replication(primary, &cut)).await;
     tokens.revoke_token(revoke(&lonely)).await.expect("revoke");
     assert_eq!(wait_unmet(&server).await, 1);
-    let family: FamilyId = lonely.family_id.parse().unwrap();
-    let state = server.service.store().family(family).await.unwrap();
+    let state = harness::stored_family(&server.service, &lonely.refresh_token).await;
     assert!(matches!(
         state.unwrap().status,
         FamilyStatus::Revoked { .. }

@@ -174,10 +174,10 @@ pub struct RefreshEvent {
 pub trait RefreshObserver: Send + Sync + 'static {
     fn refreshed(&self, event: RefreshEvent);
 
-    /// An operator revoked a subject's sessions of `event.client_id` (outcome
-    /// `SessionsRevoked`): for the audit, not the refresh counts.
-    fn sessions_revoked(&self, event: RefreshEvent) {
-        let _ = event;
+    /// An operator revoked `count` sessions of one subject held by `event.client_id`
+    /// (outcome `SessionsRevoked`): for the audit, not the refresh counts.
+    fn sessions_revoked(&self, event: RefreshEvent, count: u64) {
+        let _ = (event, count);
     }
 }
 

@@ -586,7 +586,10 @@ impl<S: Store> TokenService<S> {
         let mut active = Vec::new();
         for (family, state) in self.store.subject_families(&query.subject).await? {
             if !state.is_active(now_ms, idle_ttl_ms)
-                || query.client_id.as_ref().is_some_and(|c| *c != state.client_id)
+                || query
+                    .client_id
+                    .as_ref()
+                    .is_some_and(|c| *c != state.client_id)
             {
                 continue;
             }
@@ -629,16 +632,19 @@ impl<S: Store> TokenService<S> {
             .await?;
         if let Some(observer) = &self.observer {
             for (client_id, count) in &revocation.revoked_by_client {
-                observer.sessions_revoked(RefreshEvent {
-                    at_ms: revocation.revoked_at_ms,
-                    client_id: client_id.clone(),
-                    client_registered: Some(true),
-                    family: None,
-                    generation: 0,
-                    outcome: RefreshOutcome::SessionsRevoked,
-                    reason: "",
-                    detail: audit::detail_of_sessions_revoked(*count).into(),
-                });
+                observer.sessions_revoked(
+                    RefreshEvent {
+                        at_ms: revocation.revoked_at_ms,
+                        client_id: client_id.clone(),
+                        client_registered: Some(true),
+                        family: None,
+                        generation: 0,
+                        outcome: RefreshOutcome::SessionsRevoked,
+                        reason: "",
+                        detail: audit::detail_of_sessions_revoked(*count).into(),
+                    },
+                    *count,
+                );
             }
         }
         Ok(revocation.total())

@@ -218,7 +218,9 @@ mod tests {
         }
         assert!(SubjectRevokeRequest::parse("", "").is_err());
         assert_eq!(
-            SubjectRevokeRequest::parse("alice", "web").unwrap().client_id,
+            SubjectRevokeRequest::parse("alice", "web")
+                .unwrap()
+                .client_id,
             Some("web".into())
         );
         let ok = query(0, &format!("12.{family}"));

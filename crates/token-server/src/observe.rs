@@ -14,6 +14,7 @@ pub const UNKNOWN_CLIENT: &str = "(unknown)";
 pub struct RefreshRecorder {
     refreshes: Counter<u64>,
     coalesced: Counter<u64>,
+    sessions_revoked: Counter<u64>,
     audit: AuditLog,
 }
 
@@ -41,6 +42,13 @@ impl RefreshRecorder {
                 .with_unit("{refresh}")
                 .build(),
             coalesced,
+            sessions_revoked: meter
+                .u64_counter("tokens.subject_sessions.revoked")
+                .with_description(
+                    "Sessions (token families) revoked by RevokeSubjectSessions, by client",
+                )
+                .with_unit("{session}")
+                .build(),
             audit,
         }
     }
@@ -74,5 +82,15 @@ impl RefreshObserver for RefreshRecorder {
                 event,
             });
         }
+    }
+
+    fn sessions_revoked(&self, event: RefreshEvent, count: u64) {
+        // Reported once per registered client whose sessions were revoked: a bounded label.
+        self.sessions_revoked
+            .add(count, &[KeyValue::new("client", event.client_id.clone())]);
+        self.audit.append(AuditRecord {
+            trace_id: telemetry::propagation::current_trace_id(),
+            event,
+        });
     }
 }

@@ -1,7 +1,8 @@
 -- Creates a token family at generation 1, as a field of its subject's hash.
 -- KEYS[1]: the subject's hash (its families and revocation markers; prelude.lua)
 -- ARGV[1]: client id
--- ARGV[2]: scope mask: which of the client's allowed scopes the family holds (hex)
+-- ARGV[2]: scope mask: which of the client's allowed scopes the family holds (lowercase hex,
+--          no leading zeros, as family_record.rs writes it)
 -- ARGV[3]: now, ms since the epoch; '' (production) reads Redis's clock (TIME)
 -- ARGV[4]: id of the key that signs generation 1
 -- ARGV[5]: absolute lifetime, ms (> 0): the family lapses this long after now
@@ -26,7 +27,7 @@ local idle_ttl = whole(ARGV[6])
 local high_water = whole(ARGV[7] == '' and '0' or ARGV[7] or '0')
 local family = ARGV[8]
 if ARGV[1] == '' or string.find(ARGV[1], '%s') or ARGV[4] == '' or string.find(ARGV[4], '%s')
-    or not string.match(ARGV[2], '^%x+$') or #ARGV[2] > 16
+    or not (ARGV[2] == '0' or string.match(ARGV[2], '^[1-9a-f][0-9a-f]*$')) or #ARGV[2] > 16
     or not now or not lifetime or lifetime <= 0 or now + lifetime > MAX_WHOLE
     or not idle_ttl or idle_ttl <= 0
     or not high_water or high_water > 1000

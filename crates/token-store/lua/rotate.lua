@@ -50,7 +50,7 @@ end
 local f, revoked_at = load_family(KEYS[1], family, ARGV[2])
 if not f then
   -- Removed: by its subject's revocation if its token predates the marker, else by expiry.
-  if presented_at <= revoked_at then
+  if revoked_at > 0 and presented_at <= revoked_at then
     return {'revoked'}
   end
   return {'expired'}

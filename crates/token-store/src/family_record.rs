@@ -179,7 +179,11 @@ mod tests {
 
         let narrowed = decode("4/5 a k1 9 k a web ff").unwrap();
         assert_eq!(
-            (narrowed.generation, narrowed.access_scope_mask, narrowed.rotated_at_ms),
+            (
+                narrowed.generation,
+                narrowed.access_scope_mask,
+                narrowed.rotated_at_ms
+            ),
             (4, Some(5), 10)
         );
         assert_eq!(encode(&narrowed), "4/5 a k1 9 k a web ff");
@@ -200,7 +204,11 @@ mod tests {
     fn markers_revoke_families_issued_until_them() {
         let family = decode("3 a k1 9 k a web 1").unwrap();
         assert_eq!(apply_marker(family.clone(), 0), family);
-        assert_eq!(apply_marker(family.clone(), 8), family, "issued after the marker");
+        assert_eq!(
+            apply_marker(family.clone(), 8),
+            family,
+            "issued after the marker"
+        );
         for at in [9, 10] {
             assert_eq!(
                 apply_marker(family.clone(), at).status,

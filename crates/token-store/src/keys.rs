@@ -28,7 +28,11 @@ impl KeyLayout {
     /// braces, or be personal data.
     pub fn subject(&self, subject: &str) -> String {
         let digest = Sha256::digest(subject.as_bytes());
-        format!("{}s:{{{}}}", self.prefix, URL_SAFE_NO_PAD.encode(&digest[..16]))
+        format!(
+            "{}s:{{{}}}",
+            self.prefix,
+            URL_SAFE_NO_PAD.encode(&digest[..16])
+        )
     }
 
     pub fn client(&self, client_id: &str) -> String {

@@ -22,7 +22,8 @@ use futures::future::join_all;
 
 pub use crate::ServingStatus;
 use token_core::jwt::JwtSettings;
-use token_core::{Clock, Keyring, Lifetimes, SyncedClock, TokenService};
+use token_core::store::FamilyState;
+use token_core::{Clock, Keyring, Lifetimes, Store as _, SyncedClock, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
@@ -597,4 +598,22 @@ pub async fn until_keyring(servers: &[TestServer], what: &str, loaded: impl Fn(&
             .unwrap_or_else(|_| panic!("{} never loaded {what}", server.addr))
             .expect("the service is alive");
     }
+}
+
+/// The stored state of the family `refresh_token` belongs to, found as the service finds it:
+/// through the subject and family id the token names (its MAC checked with the service's
+/// keyring). `None` once the store no longer has the family.
+pub async fn stored_family(
+    service: &TokenService<RedisStore>,
+    refresh_token: &str,
+) -> Option<FamilyState> {
+    let claims = service
+        .keyring()
+        .verify("refresh_token", refresh_token)
+        .expect("a refresh token this service issued");
+    service
+        .store()
+        .family(claims.subject(), claims.family())
+        .await
+        .expect("the store answers")
 }

@@ -6,6 +6,7 @@ use token_core::audit::{EventPage, EventSummary, RefreshOutcome, SummaryQuery};
 use token_core::jwt::JWT_ALG;
 use token_core::keyring::PublicKey;
 use token_core::service::{IssuedSecret, TOKEN_TYPE_ACCESS};
+use token_core::sessions::SessionPage;
 use token_core::store::Rotation;
 use token_core::{Client, Error, Introspection, TokenPair};
 use token_proto::v1 as pb;
@@ -149,6 +150,24 @@ pub fn event_page(page: EventPage) -> pb::ListRefreshEventsResponse {
                 reason: e.reason,
                 detail: e.detail,
                 trace_id: e.trace_id,
+            })
+            .collect(),
+        next_page_token: page.next_page_token.unwrap_or_default(),
+    }
+}
+
+pub fn session_page(page: SessionPage) -> pb::ListSubjectSessionsResponse {
+    pb::ListSubjectSessionsResponse {
+        sessions: page
+            .sessions
+            .into_iter()
+            .map(|s| pb::SubjectSession {
+                family_id: s.family.to_string(),
+                client_id: s.client_id,
+                scopes: s.scopes.to_vec(),
+                issued_at: Some(timestamp(s.issued_at_ms)),
+                last_refreshed_at: Some(timestamp(s.last_refreshed_at_ms)),
+                generation: s.generation,
             })
             .collect(),
         next_page_token: page.next_page_token.unwrap_or_default(),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use token_core::audit::{AuditStore, EventQuery, SummaryQuery};
+use token_core::sessions::{SessionQuery, SubjectRevokeRequest};
 use token_core::{IntrospectRequest, IssueRequest, RefreshRequest, RevokeRequest, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::token_service_server::TokenService as TokenServiceRpc;
@@ -167,5 +168,42 @@ impl<A: AuditStore> TokenServiceRpc for TokenServiceApi<A> {
             .await
             .map_err(|err| refused(rpc, &req.client_id, err.into()))?;
         Ok(Response::new(convert::event_summary(&query, summary)))
+    }
+
+    async fn list_subject_sessions(
+        &self,
+        request: Request<pb::ListSubjectSessionsRequest>,
+    ) -> Result<Response<pb::ListSubjectSessionsResponse>, Status> {
+        let req = request.into_inner();
+        let rpc = "ListSubjectSessions";
+        let query =
+            SessionQuery::parse(&req.subject, &req.client_id, req.page_size, &req.page_token)
+                .map_err(|err| refused(rpc, &req.client_id, err))?;
+        let page = self
+            .service
+            .list_subject_sessions(&query)
+            .await
+            .map_err(|err| refused(rpc, &req.client_id, err))?;
+        Ok(Response::new(convert::session_page(page)))
+    }
+
+    async fn revoke_subject_sessions(
+        &self,
+        request: Request<pb::RevokeSubjectSessionsRequest>,
+    ) -> Result<Response<pb::RevokeSubjectSessionsResponse>, Status> {
+        let req = request.into_inner();
+        let rpc = "RevokeSubjectSessions";
+        let revoke = SubjectRevokeRequest::parse(&req.subject, &req.client_id)
+            .map_err(|err| refused(rpc, &req.client_id, err))?;
+        let revoked_count = self
+            .service
+            .revoke_subject_sessions(&revoke)
+            .await
+            .map_err(|err| refused(rpc, &req.client_id, err))?;
+        // The subject is not logged: it may be personal data. The count and clients are.
+        tracing::info!(client_id = %req.client_id, revoked_count, "subject sessions revoked");
+        Ok(Response::new(pb::RevokeSubjectSessionsResponse {
+            revoked_count,
+        }))
     }
 }

@@ -37,8 +37,9 @@ impl ScriptCall for ReadFamily {
     fn parse(&self, (record, revoked_at): (Value, u64)) -> Result<Option<FamilyState>, StoreError> {
         let record = match record {
             Value::Nil | Value::Boolean(false) | Value::Int(0) => return Ok(None),
-            Value::BulkString(bytes) => String::from_utf8(bytes)
-                .map_err(|_| corrupt("read_family: record is not text"))?,
+            Value::BulkString(bytes) => {
+                String::from_utf8(bytes).map_err(|_| corrupt("read_family: record is not text"))?
+            }
             _ => return Err(corrupt("read_family: unexpected reply")),
         };
         let family = family_record::decode(&record)?;

@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use deadpool_redis::redis::{Script, ScriptInvocation};
-use token_core::{FamilyId, StoreError};
 use token_core::store::RevokeOutcome;
+use token_core::{FamilyId, StoreError};
 
 use super::{ScriptCall, allowed_when_full, corrupt, fixed_now, with_prelude};
 use crate::lanes::Operation;
