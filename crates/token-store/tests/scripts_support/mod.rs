@@ -1,13 +1,18 @@
 //! The machinery under the tables of `scripts.rs`: a harness around one redis-server, the
 //! script calls a row can make, what a row expects, and the loop that runs the rows.
 //!
-//! A row names its case, the family as the call finds it ([`Past`]: script calls, and the
-//! record they must leave), the call ([`Op`], with [`Row::args`] for argument slots the typed
-//! API cannot express), the reply ([`Expect`]) and the family after it ([`After`]). Every row
-//! runs twice, each time on a family of its own: through the script with the row's own
-//! arguments, checking the exact reply, and through [`RedisStore`], checking the typed answer
-//! (rows with raw argument slots run through the script only). Every failure names the row.
+//! A family is a field of its subject's hash (`KeyLayout::subject`), beside the subject's
+//! revocation markers (`!`, `!<client id>`). A row names its case, the hash as the call finds
+//! it ([`Past`]: script calls, and the record and other fields they must leave), the call
+//! ([`Op`], with [`Row::args`] for argument slots the typed API cannot express), the reply
+//! ([`Expect`]) and the family after it ([`After`]): the field's record, the rest of the hash,
+//! and the hash's TTL (unchanged, extended, kept). Every row runs twice, each time on a subject
+//! and family of its own: through the script with the row's own arguments, checking the exact
+//! reply, and through [`RedisStore`], checking the typed answer (rows with raw argument slots,
+//! and `revoke_subject.lua`, whose store operation also sweeps, run through the script only).
+//! Every failure names the row.
 
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -16,11 +21,12 @@ use test_support::RedisServer;
 use token_core::store::{
     Current, FamilyState, NewFamily, Reuse, RevokeOutcome, RotateOutcome, RotateRequest, Rotation,
 };
-use token_core::{FamilyId, ReusePolicy, Scopes, Store, StoreError};
+use token_core::{FamilyId, ReusePolicy, Store, StoreError};
 use token_store::{RedisStore, StoreConfig, family_record, script};
 
 pub use crate::reply::assert_invalid;
 use crate::reply::texts;
+pub use token_store::family_record::b36;
 
 pub const HOUR: u64 = 3_600_000;
 pub const DAY: u64 = 24 * HOUR;
@@ -37,14 +43,32 @@ pub const ABSOLUTE: u64 = NOW + LIFETIME;
 pub const GRACE: u64 = 10_000;
 pub const CLIENT: &str = "web";
 pub const OTHER_CLIENT: &str = "mobile";
+/// The standard family's scope mask: both of the client's two scopes.
+pub const MASK: u64 = 0b11;
+
+/// The placeholders a row's hash names its two families by (their ids are random per run).
+pub const FAMILY: &str = "<family>";
+pub const SIBLING: &str = "<sibling>";
 
 /// Script arguments, each as `Display` writes it.
 macro_rules! args {
     ($($arg:expr),* $(,)?) => { vec![$(($arg).to_string()),*] };
 }
 
-/// A family key's record (`None`: no key) and its `PEXPIRETIME` (-1: no expiry, -2: no key).
-pub type Snapshot = (Option<String>, i64);
+/// A Redis hash as HGETALL reads it.
+pub type Hash = BTreeMap<String, String>;
+
+/// A subject's hash (its family ids replaced by [`FAMILY`] and [`SIBLING`]) and its
+/// `PEXPIRETIME` (-1: no expiry, -2: no key).
+pub type Snapshot = (Hash, i64);
+
+/// A family's place: its subject, its id, and the subject's hash.
+#[derive(Debug, Clone)]
+pub struct At {
+    pub subject: String,
+    pub family: FamilyId,
+    pub key: String,
+}
 
 /// One redis-server, a store over it, and a raw connection for direct script calls and reads.
 pub struct Harness {
@@ -87,8 +111,23 @@ impl Harness {
         store_over(&self.url, high_water_permille)
     }
 
-    pub fn family_key(&self, family: FamilyId) -> String {
-        self.store.keys().family(family)
+    pub fn subject_key(&self, subject: &str) -> String {
+        self.store.keys().subject(subject)
+    }
+
+    /// A new family of a new subject.
+    pub fn fresh(&self) -> At {
+        let family = FamilyId::random();
+        self.place(&format!("user-{family}"), family)
+    }
+
+    /// `family` in `subject`'s hash.
+    pub fn place(&self, subject: &str, family: FamilyId) -> At {
+        At {
+            subject: subject.to_owned(),
+            family,
+            key: self.subject_key(subject),
+        }
     }
 
     pub fn client_key(&self, client_id: &str) -> String {
@@ -111,22 +150,26 @@ impl Harness {
         Ok(self.cmd::<i64>(&["EXISTS", key]).await? == 1)
     }
 
-    /// The raw value of a string key (a family record), `None` if there is no key. Fails on a
-    /// key of another type (WRONGTYPE), so a family left as a hash cannot pass for a record.
-    pub async fn get(&mut self, key: &str) -> anyhow::Result<Option<String>> {
-        self.cmd(&["GET", key]).await
+    pub async fn hgetall(&mut self, key: &str) -> anyhow::Result<Hash> {
+        self.cmd(&["HGETALL", key]).await
     }
 
-    /// The family record at `key`, which must exist.
-    pub async fn record(&mut self, key: &str) -> anyhow::Result<String> {
-        self.get(key)
+    /// The family's record, `None` if its field is absent. Fails on a key of another type
+    /// (WRONGTYPE).
+    pub async fn get(&mut self, at: &At) -> anyhow::Result<Option<String>> {
+        self.cmd(&["HGET", &at.key, &at.family.to_string()]).await
+    }
+
+    /// The family's record, which must exist.
+    pub async fn record(&mut self, at: &At) -> anyhow::Result<String> {
+        self.get(at)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("no family record at {key}"))
+            .ok_or_else(|| anyhow::anyhow!("no family record at {at:?}"))
     }
 
-    /// The family at `key` as Rust decodes its record.
-    pub async fn decoded(&mut self, key: &str) -> anyhow::Result<FamilyState> {
-        Ok(family_record::decode(&self.record(key).await?)?)
+    /// The family as Rust decodes its record.
+    pub async fn decoded(&mut self, at: &At) -> anyhow::Result<FamilyState> {
+        Ok(family_record::decode(&self.record(at).await?)?)
     }
 
     /// `PEXPIRETIME`: the key's absolute expiry deadline, ms since the epoch (-1: none, -2: no
@@ -135,22 +178,42 @@ impl Harness {
         self.cmd(&["PEXPIRETIME", key]).await
     }
 
-    /// The whole record and the key's deadline: two equal snapshots mean neither the state nor
-    /// the TTL changed.
-    pub async fn snapshot(&mut self, key: &str) -> anyhow::Result<Snapshot> {
-        let record = self.get(key).await?;
-        Ok((record, self.deadline(key).await?))
+    /// The whole hash, its family ids named [`FAMILY`] and `sibling`'s [`SIBLING`], and its
+    /// deadline: two equal snapshots mean neither the state nor the TTL changed.
+    pub async fn snapshot(
+        &mut self,
+        at: &At,
+        sibling: Option<FamilyId>,
+    ) -> anyhow::Result<Snapshot> {
+        let (family, sibling) = (at.family.to_string(), sibling.map(|s| s.to_string()));
+        let hash = self
+            .hgetall(&at.key)
+            .await?
+            .into_iter()
+            .map(|(field, value)| match field {
+                f if f == family => (FAMILY.to_owned(), value),
+                f if Some(&f) == sibling.as_ref() => (SIBLING.to_owned(), value),
+                f => (f, value),
+            })
+            .collect();
+        Ok((hash, self.deadline(&at.key).await?))
     }
 
-    /// How many SET commands Redis has run, scripts' included (`INFO commandstats`).
-    pub async fn set_calls(&mut self) -> anyhow::Result<u64> {
+    /// How many times Redis has run each writing command a family script uses, scripts' calls
+    /// included (`INFO commandstats`): HSET, HDEL, PEXPIRE, SET, DEL.
+    pub async fn writes(&mut self) -> anyhow::Result<BTreeMap<&'static str, u64>> {
         let stats: String = self.cmd(&["INFO", "commandstats"]).await?;
-        let calls = stats
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(Ok(0), str::parse)?;
-        Ok(calls)
+        let mut writes = BTreeMap::new();
+        for command in ["hset", "hdel", "pexpire", "set", "del"] {
+            let prefix = format!("cmdstat_{command}:calls=");
+            let calls = stats
+                .lines()
+                .find_map(|line| line.strip_prefix(prefix.as_str()))
+                .and_then(|rest| rest.split(',').next())
+                .map_or(Ok(0), str::parse)?;
+            writes.insert(command, calls);
+        }
+        Ok(writes)
     }
 
     /// Redis's clock (`TIME`), ms since the epoch.
@@ -187,52 +250,52 @@ impl Harness {
             .map(texts)
     }
 
-    /// Makes the call `op` directly, with its standard arguments.
-    pub async fn call(&mut self, op: impl Into<Op>, key: &str) -> Result<Vec<String>, RedisError> {
+    /// Makes the call `op` directly on the family at `at`, with its standard arguments.
+    pub async fn call(&mut self, op: impl Into<Op>, at: &At) -> Result<Vec<String>, RedisError> {
         let op = op.into();
-        self.invoke(op.script(), key, &op.argv()).await
+        self.invoke(op.script(), &at.key, &op.argv(at.family)).await
     }
 
-    /// Creates the standard family (see [`issue`]) through the store; returns its key.
-    pub async fn issue(&mut self, family: FamilyId) -> anyhow::Result<String> {
-        self.store
-            .create_family(&issue().new_family(family))
-            .await?;
-        Ok(self.family_key(family))
+    /// Creates the standard family (see [`issue`]) at `at` through the store.
+    pub async fn issue(&mut self, at: &At) -> anyhow::Result<()> {
+        self.store.create_family(&issue().new_family(at)).await?;
+        Ok(())
     }
 
     /// Makes the call `op` through the store's typed API.
-    pub async fn through_store(&self, op: &Op, family: FamilyId) -> Result<Answer, StoreError> {
+    pub async fn through_store(&self, op: &Op, at: &At) -> Result<Answer, StoreError> {
         Ok(match op {
-            Op::Issue(i) => Answer::Created(self.store.create_family(&i.new_family(family)).await?),
-            Op::Rotate(r) => Answer::Rotate(self.store.rotate(&r.request(family)).await?),
+            Op::Issue(i) => Answer::Created(self.store.create_family(&i.new_family(at)).await?),
+            Op::Rotate(r) => Answer::Rotate(self.store.rotate(&r.request(at)).await?),
             Op::Revoke(r) => Answer::Revoke(
                 self.store
-                    .revoke(family, r.client, r.reason, Some(r.now))
+                    .revoke(&at.subject, at.family, r.client, r.reason, Some(r.now))
                     .await?,
             ),
+            Op::Read => Answer::Read(self.store.family(&at.subject, at.family).await?),
+            Op::RevokeSubject(_) => unreachable!("revoke_subject.lua rows run as scripts only"),
         })
     }
 
-    /// Makes the call `op` on `family` with '' for now (ARGV[3]), so that the script reads
+    /// Makes the call `op` on `at` with '' for now (ARGV[3]), so that the script reads
     /// Redis's clock; through the store as production makes it (no fixed now, a refresh
     /// stamped on Redis's clock). Answers with the script's reply, or the store's as one.
     pub async fn on_redis_clock(
         &mut self,
         op: impl Into<Op>,
-        family: FamilyId,
+        at: &At,
         via: Via,
     ) -> anyhow::Result<Vec<String>> {
-        let (op, key) = (op.into(), self.family_key(family));
+        let op = op.into();
         let answer = match (via, op) {
             (Via::Script, _) => {
-                let argv = changed(op.argv(), &[(3, "")]);
-                return Ok(self.invoke(op.script(), &key, &argv).await?);
+                let argv = changed(op.argv(at.family), &[(3, "")]);
+                return Ok(self.invoke(op.script(), &at.key, &argv).await?);
             }
             (Via::Store, Op::Issue(i)) => {
                 let new = NewFamily {
                     fixed_now_ms: None,
-                    ..i.new_family(family)
+                    ..i.new_family(at)
                 };
                 Answer::Created(self.store.create_family(&new).await?)
             }
@@ -241,14 +304,17 @@ impl Harness {
                 let request = RotateRequest {
                     fixed_now_ms: None,
                     stamp_ms,
-                    ..r.request(family)
+                    ..r.request(at)
                 };
                 Answer::Rotate(self.store.rotate(&request).await?)
             }
             (Via::Store, Op::Revoke(r)) => {
-                let revoked = self.store.revoke(family, r.client, r.reason, None);
+                let revoked = self
+                    .store
+                    .revoke(&at.subject, at.family, r.client, r.reason, None);
                 Answer::Revoke(revoked.await?)
             }
+            (Via::Store, other) => unreachable!("not a timed call: {other:?}"),
         };
         Ok(answer.reply())
     }
@@ -257,7 +323,7 @@ impl Harness {
     pub async fn run(&mut self, rows: &[Row]) -> anyhow::Result<()> {
         for row in rows {
             self.run_row(row, Via::Script).await?;
-            if row.args.is_empty() {
+            if row.args.is_empty() && !matches!(row.op, Op::RevokeSubject(_)) {
                 self.run_row(row, Via::Store).await?;
             }
         }
@@ -266,16 +332,20 @@ impl Harness {
 
     async fn run_row(&mut self, row: &Row, via: Via) -> anyhow::Result<()> {
         let case = format!("row {:?} through the {via:?}", row.case);
-        let family = FamilyId::random();
-        let key = self.family_key(family);
+        let at = self.fresh();
+        let sibling = self.place(&at.subject, FamilyId::random());
         for step in &row.past.steps {
             let done = match step {
-                Step::Call(op) => self.call(*op, &key).await.map(drop),
+                Step::Call(op) => self.call(*op, &at).await.map(drop),
+                Step::Sibling(op) => self.call(*op, &sibling).await.map(drop),
                 Step::Write(record) => {
-                    redis::cmd("SET")
-                        .arg(&key)
+                    redis::pipe()
+                        .cmd("HSET")
+                        .arg(&at.key)
+                        .arg(at.family.to_string())
                         .arg(record)
-                        .arg("PX")
+                        .cmd("PEXPIRE")
+                        .arg(&at.key)
                         .arg(HOUR)
                         .query_async::<()>(&mut self.conn)
                         .await
@@ -283,21 +353,22 @@ impl Harness {
             };
             done.map_err(|err| anyhow::anyhow!("{case}: setting up the family: {err}"))?;
         }
-        let before = self.snapshot(&key).await?;
+        let before = self.snapshot(&at, Some(sibling.family)).await?;
         assert_eq!(
-            before.0, row.past.record,
-            "{case}: the family before the call"
+            before.0,
+            row.past.hash(),
+            "{case}: the subject's hash before the call"
         );
         assert!(
-            before.0.is_none() || before.1 > 0,
-            "{case}: a family key without a deadline: {before:?}"
+            before.0.is_empty() || before.1 > 0,
+            "{case}: a subject's hash without a deadline: {before:?}"
         );
-        let sets = self.set_calls().await?;
+        let writes = self.writes().await?;
 
         match via {
             Via::Script => {
-                let argv = changed(row.op.argv(), &row.args);
-                let got = self.invoke(row.op.script(), &key, &argv).await;
+                let argv = changed(row.op.argv(at.family), &row.args);
+                let got = self.invoke(row.op.script(), &at.key, &argv).await;
                 let got = got.map_err(|err| err.to_string());
                 let expected = row.expect.script_reply();
                 let matches = match (&expected, &got) {
@@ -312,7 +383,7 @@ impl Harness {
                 );
             }
             Via::Store => {
-                let got = self.through_store(&row.op, family).await;
+                let got = self.through_store(&row.op, &at).await;
                 assert_eq!(
                     got.map_err(|err| kind(&err)),
                     row.expect.through_store(&row.op),
@@ -321,53 +392,115 @@ impl Harness {
                 );
             }
         }
-        self.check_after(row, family, &before, sets, &case).await
+        self.check_after(row, &at, sibling.family, &before, &writes, &case)
+            .await
     }
 
     async fn check_after(
         &mut self,
         row: &Row,
-        family: FamilyId,
+        at: &At,
+        sibling: FamilyId,
         before: &Snapshot,
-        sets: u64,
+        writes: &BTreeMap<&'static str, u64>,
         case: &str,
     ) -> anyhow::Result<()> {
-        let key = self.family_key(family);
-        let after = self.snapshot(&key).await?;
+        let after = self.snapshot(at, Some(sibling)).await?;
+        let now_writes = self.writes().await?;
+        let written: BTreeMap<&str, u64> = now_writes
+            .iter()
+            .map(|(command, n)| (*command, n - writes[command]))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let with = |field: &str, value: Option<&String>| {
+            let mut hash = before.0.clone();
+            match value {
+                Some(value) => hash.insert(field.to_owned(), value.clone()),
+                None => hash.remove(field),
+            };
+            hash
+        };
         match &row.after {
             After::Unchanged | After::NoFamily => {
                 let expected = match row.after {
-                    After::NoFamily => (None, -2),
+                    After::NoFamily => (Hash::new(), -2),
                     _ => before.clone(),
                 };
-                assert_eq!(after, expected, "{case}: the family changed");
-                assert_eq!(self.set_calls().await?, sets, "{case}: wrote something");
+                assert_eq!(after, expected, "{case}: the subject's hash changed");
+                assert_eq!(written, BTreeMap::new(), "{case}: wrote something");
             }
             After::Rewritten => {
-                assert_eq!(after, *before, "{case}: the family changed");
-                let written = self.set_calls().await? - sets;
-                assert_eq!(written, 1, "{case}: not written again exactly once");
+                assert_eq!(after, *before, "{case}: the subject's hash changed");
+                let hset = BTreeMap::from([("hset", 1)]);
+                assert_eq!(written, hset, "{case}: not written again exactly once");
             }
             After::KeptTtl(record) => {
-                let expected = (Some(record.clone()), before.1);
-                assert_eq!(after, expected, "{case}: the record, or its deadline moved");
-                self.assert_readable(family, record, case).await?;
+                let expected = (with(FAMILY, Some(record)), before.1);
+                assert_eq!(
+                    after, expected,
+                    "{case}: the record, the other fields, or the deadline"
+                );
+                assert!(
+                    !written.contains_key("pexpire"),
+                    "{case}: the TTL was set: {written:?}"
+                );
+                self.assert_readable(at, record, &after.0, case).await?;
             }
-            After::NewTtl(record, ttl) => {
-                assert_eq!(after.0.as_ref(), Some(record), "{case}: the record");
-                let pttl = self.pttl(&key).await?;
+            After::Extended(record, ttl) => {
+                assert_eq!(
+                    after.0,
+                    with(FAMILY, Some(record)),
+                    "{case}: the record or the other fields"
+                );
+                let pttl = self.pttl(&at.key).await?;
                 assert!(ttl.contains(&pttl), "{case}: PTTL {pttl} not in {ttl:?}");
-                self.assert_readable(family, record, case).await?;
+                assert!(
+                    after.1 >= before.1,
+                    "{case}: the deadline moved back: {} -> {}",
+                    before.1,
+                    after.1
+                );
+                self.assert_readable(at, record, &after.0, case).await?;
+            }
+            After::Removed => {
+                let hash = with(FAMILY, None);
+                let deadline = if hash.is_empty() { -2 } else { before.1 };
+                assert_eq!(
+                    after,
+                    (hash, deadline),
+                    "{case}: the field not just removed"
+                );
+                let hdel = BTreeMap::from([("hdel", 1)]);
+                assert_eq!(written, hdel, "{case}: not one HDEL");
+            }
+            After::Exactly(hash, ttl) => {
+                assert_eq!(&after.0, hash, "{case}: the subject's hash");
+                let pttl = self.pttl(&at.key).await?;
+                assert!(ttl.contains(&pttl), "{case}: PTTL {pttl} not in {ttl:?}");
+                assert!(
+                    after.1 >= before.1,
+                    "{case}: the deadline moved back: {} -> {}",
+                    before.1,
+                    after.1
+                );
+            }
+            After::Marked(field, at_ms) => {
+                let expected = (with(field, Some(&b36(*at_ms))), before.1);
+                assert_eq!(after, expected, "{case}: the marker, or something else");
+                let hset = BTreeMap::from([("hset", 1)]);
+                assert_eq!(written, hset, "{case}: not one HSET");
             }
         }
         Ok(())
     }
 
-    /// Rust decodes `record` and encodes it back unchanged, and the store reads the same.
+    /// Rust decodes `record` and encodes it back unchanged, and the store reads the same, with
+    /// the markers of `hash` applied.
     async fn assert_readable(
         &self,
-        family: FamilyId,
+        at: &At,
         record: &str,
+        hash: &Hash,
         case: &str,
     ) -> anyhow::Result<()> {
         let decoded = family_record::decode(record)?;
@@ -376,10 +509,25 @@ impl Harness {
             record,
             "{case}: encoded back"
         );
-        let read = self.store.family(family).await?;
-        assert_eq!(read, Some(decoded), "{case}: the store's read");
+        let marker = marker_for(hash, &decoded.client_id);
+        let read = self.store.family(&at.subject, at.family).await?;
+        assert_eq!(
+            read,
+            Some(family_record::apply_marker(decoded, marker)),
+            "{case}: the store's read"
+        );
         Ok(())
     }
+}
+
+/// The latest marker of `hash` that applies to families of `client` (0: none).
+pub fn marker_for(hash: &Hash, client: &str) -> u64 {
+    [String::from("!"), format!("!{client}")]
+        .iter()
+        .filter_map(|field| hash.get(field))
+        .map(|at| family_record::from_b36(at).expect("a marker is a time"))
+        .max()
+        .unwrap_or(0)
 }
 
 fn store_over(url: &str, high_water_permille: u32) -> Result<RedisStore, StoreError> {
@@ -405,15 +553,31 @@ pub fn changed<S: AsRef<str>>(mut argv: Vec<String>, slots: &[(usize, S)]) -> Ve
     argv
 }
 
-pub fn scopes() -> Scopes {
-    Scopes::parse("scopes", &["write", "read"]).expect("valid scopes")
+/// A record as the prelude writes it: `<g>[/<access mask>] <rotated at> <key id> <issued at>
+/// <absolute expiry> <status> <client id> <scope mask>`, times in base 36, the scope mask in hex.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    g: u64,
+    mask: Option<u64>,
+    t: u64,
+    k: &str,
+    i: u64,
+    x: u64,
+    st: &str,
+    c: &str,
+    sc: u64,
+) -> String {
+    let g = match mask {
+        Some(mask) => format!("{g}/{mask}"),
+        None => g.to_string(),
+    };
+    format!("{g} {} {k} {} {} {st} {c} {sc:x}", b36(t), b36(i), b36(x))
 }
 
 /// The standard family's record at generation `g`, rotated at `t` and signed by `k`, with
-/// status `st` ("a", or [`status`]):
-/// `<generation> <rotated at> <key id> <absolute expiry> <status> <client id> <scopes>`.
+/// status `st` ("a", or [`status`]).
 pub fn rec(g: u64, t: u64, k: &str, st: &str) -> String {
-    format!("{g} {t} {k} {ABSOLUTE} {st} {CLIENT} read write")
+    record(g, None, t, k, NOW, ABSOLUTE, st, CLIENT, MASK)
 }
 
 /// The record `issue.lua` writes for the standard family.
@@ -421,31 +585,32 @@ pub fn standard_record() -> String {
     rec(1, NOW, "k1", "a")
 }
 
-/// A revoked family's status: `r:<reason>:<revoked at>`.
+/// A revoked family's status: `r:<reason>:<revoked at, base 36>`.
 pub fn status(reason: &str, at: u64) -> String {
-    format!("r:{reason}:{at}")
+    format!("r:{reason}:{}", b36(at))
 }
 
 // ---------------------------------------------------------------------------------------------
 // The calls
 
-/// A call of issue.lua (ARGV: client, scopes, now, key id, absolute lifetime, idle TTL).
+/// A call of issue.lua (ARGV: client, scope mask, now, key id, absolute lifetime, idle TTL,
+/// high-water mark (''), family id).
 #[derive(Debug, Clone, Copy)]
 pub struct Issue {
     pub client: &'static str,
-    pub scopes: &'static str,
+    pub mask: u64,
     pub now: u64,
     pub key: &'static str,
     pub lifetime: u64,
     pub idle: u64,
 }
 
-/// The standard family: client `web`, scopes `read write`, issued at `NOW` with key `k1`,
+/// The standard family: client `web`, scope mask [`MASK`], issued at `NOW` with key `k1`,
 /// lifetime `LIFETIME`, idle TTL `IDLE`.
 pub const fn issue() -> Issue {
     Issue {
         client: CLIENT,
-        scopes: "read write",
+        mask: MASK,
         now: NOW,
         key: "k1",
         lifetime: LIFETIME,
@@ -456,7 +621,7 @@ pub const fn issue() -> Issue {
 #[rustfmt::skip]
 impl Issue {
     pub const fn by(self, client: &'static str) -> Self { Self { client, ..self } }
-    pub const fn scopes(self, scopes: &'static str) -> Self { Self { scopes, ..self } }
+    pub const fn mask(self, mask: u64) -> Self { Self { mask, ..self } }
     pub const fn at(self, now: u64) -> Self { Self { now, ..self } }
     pub const fn key(self, key: &'static str) -> Self { Self { key, ..self } }
     pub const fn lifetime(self, lifetime: u64) -> Self { Self { lifetime, ..self } }
@@ -464,11 +629,12 @@ impl Issue {
 }
 
 impl Issue {
-    pub fn new_family(&self, family: FamilyId) -> NewFamily {
+    pub fn new_family(&self, at: &At) -> NewFamily {
         NewFamily {
-            family,
+            family: at.family,
+            subject: at.subject.clone(),
             client_id: self.client.into(),
-            scopes: Scopes::from_space_separated(self.scopes).expect("valid scopes"),
+            scope_mask: self.mask,
             fixed_now_ms: Some(self.now),
             key_id: self.key.into(),
             absolute_ttl_ms: self.lifetime,
@@ -477,7 +643,8 @@ impl Issue {
     }
 }
 
-/// A call of rotate.lua (ARGV: p, client, now, grace, idle TTL, key id, policy[, stamp]).
+/// A call of rotate.lua (ARGV: p, client, now, grace, idle TTL, key id, policy, stamp, access
+/// mask, family id, the presented token's rotation time).
 #[derive(Debug, Clone, Copy)]
 pub struct Rotate {
     pub p: u64,
@@ -487,15 +654,17 @@ pub struct Rotate {
     pub idle: u64,
     pub key: &'static str,
     pub policy: ReusePolicy,
-    /// ARGV[8], when the request reached the service; `None` leaves it out (the script then
-    /// takes now). Through the store, `None` sends now.
+    /// ARGV[8], when the request reached the service; `None` sends '' (the script then takes
+    /// now). Through the store, `None` sends now.
     pub stamp: Option<u64>,
-    /// ARGV[9], the access mask a new generation carries; `None` leaves it out (all scopes).
+    /// ARGV[9], the access mask a new generation carries; `None` sends '' (all scopes).
     pub mask: Option<u64>,
+    /// ARGV[11], the presented token's rotation time.
+    pub presented: u64,
 }
 
 /// A refresh presenting generation `p` at `now` by the owning client, with the standard grace,
-/// idle TTL and policy, signing with `k2`.
+/// idle TTL and policy, signing with `k2`; its token was rotated at `NOW`.
 pub const fn rotate(p: u64, now: u64) -> Rotate {
     Rotate {
         p,
@@ -507,6 +676,7 @@ pub const fn rotate(p: u64, now: u64) -> Rotate {
         policy: ReusePolicy::RevokeFamily,
         stamp: None,
         mask: None,
+        presented: NOW,
     }
 }
 
@@ -519,13 +689,16 @@ impl Rotate {
     pub const fn reject_only(self) -> Self { Self { policy: ReusePolicy::RejectOnly, ..self } }
     pub const fn stamp(self, stamp: u64) -> Self { Self { stamp: Some(stamp), ..self } }
     pub const fn narrowed(self, mask: u64) -> Self { Self { mask: Some(mask), ..self } }
+    pub const fn presented(self, presented: u64) -> Self { Self { presented, ..self } }
 }
 
 impl Rotate {
-    pub fn request(&self, family: FamilyId) -> RotateRequest<'static> {
+    pub fn request<'a>(&self, at: &'a At) -> RotateRequest<'a> {
         RotateRequest {
-            family,
+            family: at.family,
+            subject: &at.subject,
             presented_generation: self.p,
+            presented_rotated_at_ms: self.presented,
             client_id: self.client,
             fixed_now_ms: Some(self.now),
             stamp_ms: self.stamp.unwrap_or(self.now),
@@ -538,7 +711,7 @@ impl Rotate {
     }
 }
 
-/// A call of revoke.lua (ARGV: client, reason, now).
+/// A call of revoke.lua (ARGV: client, reason, now, family id).
 #[derive(Debug, Clone, Copy)]
 pub struct Revoke {
     pub client: &'static str,
@@ -561,12 +734,47 @@ impl Revoke {
     pub const fn reason(self, reason: &'static str) -> Self { Self { reason, ..self } }
 }
 
-/// One family script call.
+/// A call of revoke_subject.lua (ARGV: client id or '', now).
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    pub client: Option<&'static str>,
+    pub now: u64,
+}
+
+/// Revokes every family of the subject issued until `now`.
+pub const fn mark_all(now: u64) -> Mark {
+    Mark { client: None, now }
+}
+
+/// Revokes the subject's families of `client` issued until `now`.
+pub const fn mark_client(client: &'static str, now: u64) -> Mark {
+    Mark {
+        client: Some(client),
+        now,
+    }
+}
+
+impl Mark {
+    /// The marker field it writes.
+    pub fn field(&self) -> String {
+        family_record::marker_field(self.client)
+    }
+}
+
+/// One script call on a family, or on its subject.
 #[derive(Debug, Clone, Copy)]
 pub enum Op {
     Issue(Issue),
     Rotate(Rotate),
     Revoke(Revoke),
+    /// read_family.lua.
+    Read,
+    RevokeSubject(Mark),
+}
+
+/// A call of read_family.lua.
+pub const fn read() -> Op {
+    Op::Read
 }
 
 impl Op {
@@ -575,6 +783,8 @@ impl Op {
             Op::Issue(_) => "issue.lua",
             Op::Rotate(_) => "rotate.lua",
             Op::Revoke(_) => "revoke.lua",
+            Op::Read => "read_family.lua",
+            Op::RevokeSubject(_) => "revoke_subject.lua",
         }
     }
 
@@ -583,26 +793,41 @@ impl Op {
             Op::Issue(_) => &script::issue::SCRIPT,
             Op::Rotate(_) => &script::rotate::SCRIPT,
             Op::Revoke(_) => &script::revoke::SCRIPT,
+            Op::Read => &script::read_family::SCRIPT,
+            Op::RevokeSubject(_) => &script::revoke_subject::SCRIPT,
         }
     }
 
-    /// The script's arguments, as the store would send them.
-    pub fn argv(&self) -> Vec<String> {
+    /// The script's arguments for `family`, as the store would send them.
+    pub fn argv(&self, family: FamilyId) -> Vec<String> {
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
         match self {
-            Op::Issue(i) => args![i.client, i.scopes, i.now, i.key, i.lifetime, i.idle],
-            Op::Rotate(r) => {
-                let mut argv = args![r.p, r.client, r.now, r.grace, r.idle, r.key];
-                argv.push(r.policy.as_str().to_owned());
-                argv.extend(r.stamp.map(|stamp| stamp.to_string()));
-                if let Some(mask) = r.mask {
-                    if r.stamp.is_none() {
-                        argv.push(String::new());
-                    }
-                    argv.push(mask.to_string());
-                }
-                argv
-            }
-            Op::Revoke(r) => args![r.client, r.reason, r.now],
+            Op::Issue(i) => args![
+                i.client,
+                format!("{:x}", i.mask),
+                i.now,
+                i.key,
+                i.lifetime,
+                i.idle,
+                "",
+                family
+            ],
+            Op::Rotate(r) => args![
+                r.p,
+                r.client,
+                r.now,
+                r.grace,
+                r.idle,
+                r.key,
+                r.policy.as_str(),
+                opt(r.stamp),
+                opt(r.mask),
+                family,
+                r.presented
+            ],
+            Op::Revoke(r) => args![r.client, r.reason, r.now, family],
+            Op::Read => args![family],
+            Op::RevokeSubject(m) => args![m.client.unwrap_or(""), m.now],
         }
     }
 }
@@ -613,21 +838,29 @@ impl From<Issue> for Op { fn from(call: Issue) -> Self { Op::Issue(call) } }
 impl From<Rotate> for Op { fn from(call: Rotate) -> Self { Op::Rotate(call) } }
 #[rustfmt::skip]
 impl From<Revoke> for Op { fn from(call: Revoke) -> Self { Op::Revoke(call) } }
+#[rustfmt::skip]
+impl From<Mark> for Op { fn from(call: Mark) -> Self { Op::RevokeSubject(call) } }
 
 // ---------------------------------------------------------------------------------------------
 // Rows
 
-/// What happened to a family before a row's call, and the record that must leave.
+/// What happened to a subject's hash before a row's call, and what it must hold then.
 #[derive(Debug, Clone)]
 pub struct Past {
     steps: Vec<Step>,
+    /// The row's family's record.
     record: Option<String>,
+    /// The hash's other fields: markers, and [`SIBLING`]'s record.
+    others: Hash,
 }
 
 #[derive(Debug, Clone)]
 enum Step {
+    /// A call on the row's family (or its subject).
     Call(Op),
-    /// A record written as is (`SET ... PX <hour>`), as no script would write it.
+    /// A call on another family of the same subject.
+    Sibling(Op),
+    /// A record written as is (`HSET`, and `PEXPIRE <hour>`), as no script would write it.
     Write(String),
 }
 
@@ -638,13 +871,37 @@ impl Past {
         self.record = Some(record);
         self
     }
+
+    /// Then revoke_subject.lua's `mark`, which leaves its marker at its `now`.
+    pub fn marked(mut self, mark: Mark) -> Self {
+        self.others.insert(mark.field(), b36(mark.now));
+        self.steps.push(Step::Call(mark.into()));
+        self
+    }
+
+    /// Then `op` on another family of the subject, which leaves `record` there.
+    pub fn sibling(mut self, op: impl Into<Op>, record: String) -> Self {
+        self.others.insert(SIBLING.to_owned(), record);
+        self.steps.push(Step::Sibling(op.into()));
+        self
+    }
+
+    /// The hash these steps leave.
+    fn hash(&self) -> Hash {
+        let mut hash = self.others.clone();
+        if let Some(record) = &self.record {
+            hash.insert(FAMILY.to_owned(), record.clone());
+        }
+        hash
+    }
 }
 
-/// No family at all.
+/// No family at all (no hash).
 pub fn no_family() -> Past {
     Past {
         steps: vec![],
         record: None,
+        others: Hash::new(),
     }
 }
 
@@ -668,12 +925,23 @@ pub fn twice() -> Past {
     once().then(rotate(2, T2), rec(3, T2, "k2", "a"))
 }
 
-/// A family key holding `record` as written, not by a script.
+/// A family field holding `record` as written, not by a script.
 pub fn written(record: &str) -> Past {
     Past {
         steps: vec![Step::Write(record.into())],
         record: Some(record.into()),
+        others: Hash::new(),
     }
+}
+
+/// A sibling family of `client` issued at `at` (the row's family itself absent).
+pub fn sibling_only(client: &'static str, at: u64) -> Past {
+    no_family().sibling(issue().by(client).at(at), sibling_record(client, at))
+}
+
+/// The record of a sibling family of `client` issued at `at` (standard otherwise).
+pub fn sibling_record(client: &str, at: u64) -> String {
+    record(1, None, at, "k1", at, at + LIFETIME, "a", client, MASK)
 }
 
 /// What a call answers.
@@ -688,6 +956,14 @@ pub enum Expect {
     StoreFull,
     Rotate(RotateOutcome),
     Revoke(RevokeOutcome),
+    /// read_family.lua: `{record or nil, marker}`; the store: the record with the marker
+    /// applied.
+    Read(Option<String>, u64),
+    /// revoke_subject.lua: `{at, before}`.
+    Marked {
+        at: u64,
+        before: u64,
+    },
     /// An error reply containing this text; through the store, a broken invariant (corrupt).
     Error(&'static str),
 }
@@ -696,13 +972,23 @@ pub fn created(now: u64, expiry: u64) -> Expect {
     Expect::Created { now, expiry }
 }
 
+/// read_family.lua finds `record` under `marker` (0: none).
+pub fn found(record: String, marker: u64) -> Expect {
+    Expect::Read(Some(record), marker)
+}
+
+/// revoke_subject.lua's marker at `at`, over what it held `before` (0: none).
+pub fn marked(at: u64, before: u64) -> Expect {
+    Expect::Marked { at, before }
+}
+
 /// Generation `g` of the standard family, rotated at `t` and signed by `k`.
 pub fn current(g: u64, t: u64, k: &str) -> Current {
     Current {
         generation: g,
         rotated_at_ms: t,
         key_id: k.into(),
-        scopes: scopes(),
+        scope_mask: MASK,
         absolute_expiry_ms: ABSOLUTE,
         access_scope_mask: None,
     }
@@ -758,6 +1044,7 @@ pub enum Answer {
     Created(Current),
     Rotate(RotateOutcome),
     Revoke(RevokeOutcome),
+    Read(Option<FamilyState>),
 }
 
 impl Answer {
@@ -767,6 +1054,7 @@ impl Answer {
             Answer::Created(c) => created(c.rotated_at_ms, c.absolute_expiry_ms),
             Answer::Rotate(outcome) => Expect::Rotate(outcome),
             Answer::Revoke(outcome) => Expect::Revoke(outcome),
+            Answer::Read(_) => unreachable!("not a timed call"),
         };
         expect.script_reply().expect("an answer is no error")
     }
@@ -779,13 +1067,13 @@ impl Expect {
             Expect::Created { now, expiry } => args!["created", now, expiry],
             Expect::StoreFull => args!["store_full"],
             Expect::Rotate(RotateOutcome::Issued(rotation, c)) => {
-                let scopes = c.scopes.to_space_separated();
                 let (g, t, x) = (c.generation, c.rotated_at_ms, c.absolute_expiry_ms);
                 let mask = c
                     .access_scope_mask
                     .map(|m| m.to_string())
                     .unwrap_or_default();
-                args![rotation.as_str(), g, t, c.key_id, scopes, x, mask]
+                let scope_mask = format!("{:x}", c.scope_mask);
+                args![rotation.as_str(), g, t, c.key_id, scope_mask, x, mask]
             }
             Expect::Rotate(refusal) => args![match refusal {
                 RotateOutcome::Expired => "expired",
@@ -802,6 +1090,13 @@ impl Expect {
                 RevokeOutcome::NotFound => "not_found",
                 RevokeOutcome::ClientMismatch => "client_mismatch",
             }],
+            // A nil record flattens to nothing.
+            Expect::Read(record, marker) => {
+                let mut reply: Vec<String> = record.iter().cloned().collect();
+                reply.push(marker.to_string());
+                reply
+            }
+            Expect::Marked { at, before } => args![at, before],
             Expect::Error(text) => return Err(text),
         })
     }
@@ -813,15 +1108,20 @@ impl Expect {
                 generation: 1,
                 rotated_at_ms: *now,
                 key_id: issue.key.into(),
-                scopes: Scopes::from_space_separated(issue.scopes).expect("valid scopes"),
+                scope_mask: issue.mask,
                 absolute_expiry_ms: *expiry,
                 access_scope_mask: None,
             })),
             (Expect::Rotate(outcome), _) => Ok(Answer::Rotate(outcome.clone())),
             (Expect::Revoke(outcome), _) => Ok(Answer::Revoke(*outcome)),
+            (Expect::Read(record, marker), _) => Ok(Answer::Read(record.as_ref().map(|r| {
+                let family = family_record::decode(r).expect("a row's record is readable");
+                family_record::apply_marker(family, *marker)
+            }))),
             (Expect::StoreFull, _) => Err("full"),
             (Expect::Error(_), _) => Err("corrupt"),
             (Expect::Created { .. }, _) => unreachable!("only issue.lua creates"),
+            (Expect::Marked { .. }, _) => unreachable!("revoke_subject.lua runs as a script"),
         }
     }
 }
@@ -835,19 +1135,27 @@ fn kind(err: &StoreError) -> &'static str {
     }
 }
 
-/// The family key after the call.
+/// The subject's hash after the call.
 #[derive(Debug, Clone)]
 pub enum After {
-    /// Nothing written (no SET ran): record and deadline as before.
+    /// Nothing written (no HSET, HDEL, PEXPIRE, SET or DEL ran): hash and deadline as before.
     Unchanged,
-    /// Written again exactly as it was (one SET), so that a WAIT after a retry covers it.
+    /// Written again exactly as it was (one HSET), so that a WAIT after a retry covers it.
     Rewritten,
-    /// No key, and nothing written.
+    /// No hash at all, and nothing written.
     NoFamily,
-    /// This record under the deadline it had (KEEPTTL: revocations).
+    /// The family's field holds this record, the other fields and the deadline as they were.
     KeptTtl(String),
-    /// This record with its TTL set again, PTTL (ms) within the range.
-    NewTtl(String, RangeInclusive<i64>),
+    /// The family's field holds this record, the other fields as they were, and the hash's
+    /// TTL extended (never shortened) to cover it: PTTL (ms) within the range.
+    Extended(String, RangeInclusive<i64>),
+    /// The family's field removed (one HDEL), the rest as it was (no hash once empty).
+    Removed,
+    /// This marker field set to this time (one HSET), everything else as it was.
+    Marked(String, u64),
+    /// Exactly this hash (families named [`FAMILY`] and [`SIBLING`]), its TTL extended (never
+    /// shortened): PTTL (ms) within the range.
+    Exactly(Hash, RangeInclusive<i64>),
 }
 
 /// One case of a table: see the module's documentation.
