@@ -76,7 +76,7 @@ STRESS_FIGURES = awk '/^ *Summary \[/ { exit } \
 		for (n in runs) printf "%7d runs %5d failed   slowest %8.3fs   %s\n", runs[n], failed[n], slowest[n], n | sorter; \
 		close(sorter); printf "%7d runs %5d failed   in all\n", total, failures }'
 
-## bench: release build; ceiling, throughput, storm and memory figures in one run
+## bench: release build; ceiling, throughput, storm, memory and subject-revocation figures in one run
 bench:
 	scripts/bench.sh
 

@@ -5,7 +5,9 @@
 # the two combined, with server CPU per refresh), the same for a `jwt` client (RFC 9068
 # access tokens) beside the opaque one, the same refreshes over HTTP through
 # token-gateway with wrk (beside the gRPC figure), a mixed and an introspection-only load,
-# storms of 1,000, and Redis bytes per family. Each mode ends with a `bench <mode>:` line.
+# storms of 1,000, Redis bytes per family (1, 5 and 100 families per subject, and 10,000 of one
+# subject), and the time to revoke a subject's 10,000 sessions. Each mode ends with a
+# `bench <mode>:` line.
 # BENCH_DURATION (default 10s) sets each timed run's length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,3 +98,4 @@ wait "$gateway_pid" 2>/dev/null || true
   --introspect-share 1.0
 "$bin/token-bench" storm "${target[@]}" --parallel 1000 --rounds 20
 "$bin/token-bench" memory "${target[@]}" --families 100000
+"$bin/token-bench" revoke-subject "${target[@]}" --families 10000

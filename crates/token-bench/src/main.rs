@@ -7,7 +7,10 @@
 //! - [`throughput`]: C callers refreshing their own chains (optionally mixed with, or replaced
 //!   by, introspection); with `--echo-duration`, first the echo ceiling of the same server.
 //! - [`storm`]: N parallel refreshes of one token, many rounds.
-//! - [`memory`]: Redis bytes per active family with realistic ids and scopes.
+//! - [`memory`]: Redis bytes per active family with realistic ids and scopes, for several
+//!   numbers of families per subject.
+//! - [`revoke_subject`]: the time to revoke every session of a subject with 10,000, and the
+//!   longest Redis command of it.
 //! - [`issue`]: a client and N families written to a file, for load generators elsewhere
 //!   (the gateway's wrk run).
 //! - [`setup`]: connecting, registering the bench client, issuing families, readiness.
@@ -19,6 +22,7 @@ mod ceiling;
 mod issue;
 mod memory;
 mod report;
+mod revoke_subject;
 mod setup;
 mod storm;
 mod throughput;
@@ -71,6 +75,8 @@ enum Mode {
     Memory(memory::Options),
     /// A client and N families, written to a file for other load generators.
     Issue(issue::Options),
+    /// The time to revoke every session of one subject with N families.
+    RevokeSubject(revoke_subject::Options),
 }
 
 #[tokio::main]
@@ -82,5 +88,6 @@ async fn main() -> anyhow::Result<()> {
         Mode::Storm(options) => storm::run(options).await,
         Mode::Memory(options) => memory::run(options).await,
         Mode::Issue(options) => issue::run(options).await,
+        Mode::RevokeSubject(options) => revoke_subject::run(options).await,
     }
 }

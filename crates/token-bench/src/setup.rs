@@ -1,6 +1,7 @@
 //! Connecting to the service, registering the bench client and issuing families.
 
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use futures::stream::{self, StreamExt as _, TryStreamExt as _};
@@ -132,12 +133,23 @@ pub async fn issue_families(
     count: usize,
     parallel: usize,
 ) -> anyhow::Result<Vec<pb::TokenPair>> {
+    issue_families_for(tokens, client, count, parallel, |i| subject(0, i)).await
+}
+
+/// Issues `count` families, `parallel` at a time, family `i` for `subject_of(i)`.
+pub async fn issue_families_for(
+    tokens: &TokenServiceClient<Channel>,
+    client: &BenchClient,
+    count: usize,
+    parallel: usize,
+    subject_of: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<pb::TokenPair>> {
     stream::iter(0..count)
         .map(|i| {
             let mut tokens = tokens.clone();
             let request = as_operator(pb::IssueTokenPairRequest {
                 client_id: client.client_id.clone(),
-                subject: format!("{:08x}-4b1e-4c2a-9d7f-{:012x}", i, i * 7919),
+                subject: subject_of(i),
                 scopes: vec![],
             });
             async move {
@@ -153,6 +165,21 @@ pub async fn issue_families(
         .await
 }
 
+/// A UUID-shaped subject (36 characters), the `i`-th of `group`, unique to this process: the
+/// store keeps a subject's families together, so runs and modes sharing a Redis must not
+/// share subjects (one mode's families would land in another's hashes).
+pub fn subject(group: u64, i: usize) -> String {
+    static RUN: OnceLock<u64> = OnceLock::new();
+    let run = *RUN.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    });
+    let tag = run.wrapping_add(group.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & 0xffff_ffff_ffff;
+    format!("{:08x}-4b1e-4c2a-9d7f-{tag:012x}", i as u32)
+}
+
 pub fn refresh_request(client: &BenchClient, refresh_token: &str) -> pb::RefreshTokenPairRequest {
     pb::RefreshTokenPairRequest {
         client_id: client.client_id.clone(),
@@ -164,13 +191,24 @@ pub fn refresh_request(client: &BenchClient, refresh_token: &str) -> pb::Refresh
 
 /// `INFO commandstats` calls of EVALSHA so far, to count Redis round trips of a mode.
 pub async fn evalsha_calls(redis_url: &str) -> anyhow::Result<u64> {
+    command_stat(redis_url, "evalsha", "calls").await
+}
+
+/// One figure of `INFO commandstats` for `command` (`calls`, `failed_calls`, ...): 0 when
+/// Redis has not seen the command yet.
+pub async fn command_stat(redis_url: &str, command: &str, field: &str) -> anyhow::Result<u64> {
     let info = redis_info(redis_url, "commandstats").await?;
+    let prefix = format!("cmdstat_{command}:");
+    let needle = format!("{field}=");
     Ok(info
         .lines()
-        .find(|l| l.starts_with("cmdstat_evalsha:"))
-        .and_then(|l| l.split("calls=").nth(1))
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.parse().ok())
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(needle.as_str()))
+        })
+        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0))
 }
 

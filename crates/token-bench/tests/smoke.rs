@@ -143,10 +143,49 @@ async fn every_mode_prints_its_line_without_errors() {
         }
     }
 
-    let memory = run(with("memory", &["--families", "200"]), "memory")
-        .await
-        .unwrap();
-    assert!(memory.contains(" errors=0 "), "{memory}");
+    // Every distribution of families per subject, and one subject's many.
+    let memory = run(
+        with(
+            "memory",
+            &[
+                &["--families", "200", "--per-subject", "1,5,100"][..],
+                &["--one-subject", "300", "--key-prefix", "t:"],
+            ]
+            .concat(),
+        ),
+        "memory",
+    )
+    .await
+    .unwrap();
+    for figure in [
+        " errors=0 ",
+        " bytes_per_family=",
+        " bytes_per_family_5_per_subject=",
+        " bytes_per_family_100_per_subject=",
+        " bytes_per_family_300_one_subject=",
+        " encoding=",
+    ] {
+        assert!(memory.contains(figure), "no {figure:?} in {memory}");
+    }
+
+    // The mode itself fails unless every family is counted and a refresh is refused after.
+    let revoked = run(
+        with(
+            "revoke-subject",
+            &["--families", "500", "--key-prefix", "t:"],
+        ),
+        "revoke-subject",
+    )
+    .await
+    .unwrap();
+    for figure in [
+        "families=500 revoked=500 ",
+        "longest_redis_command_us=",
+        " fields_left=1 ",
+        " refresh_after=TOKEN_REVOKED",
+    ] {
+        assert!(revoked.contains(figure), "no {figure:?} in {revoked}");
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tokens");
