@@ -3,7 +3,8 @@
 # refresh it, see a grace replay, introspect and revoke; then a client with JWT access tokens
 # and the public keys that verify them. `make run` prints this file; run it
 # as it is, or paste its lines. The server address comes from TOKEN_ADDR (default below).
-# Operator RPCs (ClientRegistry, IssueTokenPair, ListRefreshEvents, SummarizeRefreshEvents)
+# Operator RPCs (ClientRegistry, IssueTokenPair, ListRefreshEvents, SummarizeRefreshEvents,
+# ListSubjectSessions, RevokeSubjectSessions)
 # present the operator credential that `make run` created in .dev/operator-credential (or
 # TOKEN_OPERATOR_CREDENTIAL), which the server's operator policy names by its SHA-256.
 set -euo pipefail
@@ -42,6 +43,26 @@ grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$CLIENT\",\"page_siz
   "$ADDR" tokens.v1.TokenService/ListRefreshEvents
 grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$CLIENT\",\"window\":\"3600s\"}" \
   "$ADDR" tokens.v1.TokenService/SummarizeRefreshEvents
+
+# alice signs in again: a new family, one session. Her active sessions, newest first (the
+# family revoked above is not one): family id, client, scopes, issue and last refresh time,
+# generation. Filter with "client_id"; page with "page_size" and "page_token".
+RT2=$(grpcurl -plaintext "${AS_OPERATOR[@]}" -d "{\"client_id\":\"$CLIENT\",\"subject\":\"alice\"}" \
+  "$ADDR" tokens.v1.TokenService/IssueTokenPair | json refreshToken)
+grpcurl -plaintext "${AS_OPERATOR[@]}" -d '{"subject":"alice","page_size":10}' \
+  "$ADDR" tokens.v1.TokenService/ListSubjectSessions
+# Log alice out everywhere ("client_id" narrows it to one client): every session of hers
+# issued until now is revoked, and the answer counts them. Her refresh token is then refused
+# with TOKEN_REVOKED (grpcurl prints the ErrorInfo and exits non-zero).
+grpcurl -plaintext "${AS_OPERATOR[@]}" -d '{"subject":"alice"}' \
+  "$ADDR" tokens.v1.TokenService/RevokeSubjectSessions
+if grpcurl -plaintext -d "{\"client_id\":\"$CLIENT\",\"refresh_token\":\"$RT2\"}" \
+  "$ADDR" tokens.v1.TokenService/RefreshTokenPair 2>&1; then
+  echo "unexpected: the refresh succeeded" >&2
+  exit 1
+fi
+grpcurl -plaintext "${AS_OPERATOR[@]}" -d '{"subject":"alice"}' \
+  "$ADDR" tokens.v1.TokenService/ListSubjectSessions
 
 # A client whose access tokens are RFC 9068 JWTs, which resource servers verify with the
 # public keys GetJwks returns (the gateway serves them at /.well-known/jwks.json).

@@ -58,6 +58,12 @@ async fn the_printed_grpcurl_examples_work() {
         "{stdout}"
     );
     assert!(stdout.contains("\"total\": \"2\""), "{stdout}");
+    // alice's one active session is listed, then revoked (count 1), and its refresh is
+    // refused; the listing after it is empty.
+    assert_eq!(stdout.matches("\"lastRefreshedAt\"").count(), 1, "{stdout}");
+    assert!(stdout.contains("\"revokedCount\": \"1\""), "{stdout}");
+    assert!(stdout.contains("TOKEN_REVOKED"), "{stdout}");
+    assert!(!stderr.contains("unexpected"), "{stderr}");
     // The jwt client's access token is a JWT; GetJwks shows the key that verifies it.
     assert!(stdout.contains("jwt access token: eyJ"), "{stdout}");
     assert!(stdout.contains("\"kty\": \"OKP\""), "{stdout}");
