@@ -12,6 +12,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_redis() {
   redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+    --hash-max-listpack-value 128 \
     --maxmemory-policy noeviction --dir "$work" --logfile "$work/redis.log" &
   redis_pid=$!
   pids+=("$redis_pid")

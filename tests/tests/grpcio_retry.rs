@@ -321,10 +321,10 @@ async fn grpcio_with_the_service_config_retries_every_lost_reply_into_the_same_p
     // is the family's current one.
     for (chain, first) in report.chains.iter().zip(&env.first_pairs) {
         assert!(chain.family_ids.iter().all(|f| *f == first.family_id));
-        assert_eq!(env.live_generation(&first).await, 1 + STEPS);
+        assert_eq!(env.live_generation(first).await, 1 + STEPS);
         let next = env.refresh_directly(&chain.refresh_token).await;
         assert_eq!(next.family_id, first.family_id);
-        assert_eq!(env.live_generation(&first).await, 2 + STEPS);
+        assert_eq!(env.live_generation(first).await, 2 + STEPS);
     }
 }
 
@@ -356,7 +356,7 @@ async fn grpcio_without_the_service_config_fails_on_lost_replies() {
     let mut stranded = 0;
     for (chain, first) in report.chains.iter().zip(&env.first_pairs) {
         let held = 1 + chain.family_ids.len() as u64;
-        let generation = env.live_generation(&first).await;
+        let generation = env.live_generation(first).await;
         assert!(generation == held || generation == held + 1, "{chain:?}");
         if generation == held + 1 {
             stranded += 1;

@@ -630,8 +630,16 @@ impl<S: Store> TokenService<S> {
                 self.clock.fixed_ms(),
             )
             .await?;
+        // A deleted client's families were dead already (they neither refresh nor introspect
+        // as active): the marker covers them, but they are not counted or audited.
+        let mut revoked = Vec::new();
+        for (client_id, count) in revocation.revoked_by_client {
+            if self.client(&client_id).await?.is_some() {
+                revoked.push((client_id, count));
+            }
+        }
         if let Some(observer) = &self.observer {
-            for (client_id, count) in &revocation.revoked_by_client {
+            for (client_id, count) in &revoked {
                 observer.sessions_revoked(
                     RefreshEvent {
                         at_ms: revocation.revoked_at_ms,
@@ -647,7 +655,7 @@ impl<S: Store> TokenService<S> {
                 );
             }
         }
-        Ok(revocation.total())
+        Ok(revoked.iter().map(|(_, count)| count).sum())
     }
 
     /// A live client an operator RPC names, or `CLIENT_NOT_FOUND`.

@@ -378,13 +378,17 @@ pub async fn run(
     };
     // Redis's clock and eviction policy before the first call: a Redis that can evict is
     // refused here (unless overridden); one that does not answer yet is watched below.
-    if let Some(report) = store_watch.check().await
+    let first = store_watch.check().await;
+    if let Some(report) = &first
         && report.evicting()
         && !app.allow_evicting_redis
     {
         return Err(ServerError::EvictingRedis {
-            policy: report.policy,
+            policy: report.policy.clone(),
         });
+    }
+    if first.is_some() {
+        app.store.warn_if_hashes_are_costly().await;
     }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health_reporter, ServingStatus::NotServing).await;

@@ -94,6 +94,20 @@ pub fn policy_from_config(reply: &Value) -> Option<String> {
     .map(str::to_owned)
 }
 
+/// Below this `hash-max-listpack-value`, Redis stores a subject's hash in its larger
+/// hashtable form once one record is longer than the limit: a realistic record is about 68
+/// bytes (longer for JWT clients' families and revoked ones), and a subject with one family
+/// then costs about 360 bytes instead of about 250 (BENCHMARKS.md).
+pub const RECOMMENDED_LISTPACK_VALUE: u64 = 128;
+
+/// The smallest `hash-max-listpack-value` of the reply of `CONFIG GET
+/// hash-max-listpack-value` (per node in a Cluster); `None` when it names none.
+pub fn listpack_value_from_config(reply: &Value) -> Option<u64> {
+    let mut texts = Vec::new();
+    collect_texts(reply, &mut texts);
+    texts.iter().filter_map(|text| text.parse().ok()).min()
+}
+
 /// Of several nodes' policies, one that can evict if any can: that is the one that loses
 /// families.
 fn worst_policy<'a>(policies: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
