@@ -112,6 +112,14 @@ mod tests {
             ),
             // Public keys and the issuer: what every resource server needs, no secret.
             ("/tokens.v1.TokenService/GetJwks", Access::Public),
+            (
+                "/tokens.v1.TokenService/ListSubjectSessions",
+                Access::Operator,
+            ),
+            (
+                "/tokens.v1.TokenService/RevokeSubjectSessions",
+                Access::Operator,
+            ),
             ("/tokens.v1.ClientRegistry/CreateClient", Access::Operator),
             ("/tokens.v1.ClientRegistry/GetClient", Access::Operator),
             (

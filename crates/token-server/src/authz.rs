@@ -405,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn operator_rpcs_are_exactly_the_minting_and_audit_ones() {
+    fn operator_rpcs_are_exactly_the_minting_session_and_audit_ones() {
         for (path, want) in [
             (
                 "/tokens.v1.TokenService/IssueTokenPair",
@@ -418,6 +418,14 @@ mod tests {
             (
                 "/tokens.v1.TokenService/SummarizeRefreshEvents",
                 Some("SummarizeRefreshEvents"),
+            ),
+            (
+                "/tokens.v1.TokenService/ListSubjectSessions",
+                Some("ListSubjectSessions"),
+            ),
+            (
+                "/tokens.v1.TokenService/RevokeSubjectSessions",
+                Some("RevokeSubjectSessions"),
             ),
             (
                 "/tokens.v1.ClientRegistry/CreateClient",
@@ -458,6 +466,8 @@ mod tests {
                 "IssueTokenPair",
                 "ListRefreshEvents",
                 "SummarizeRefreshEvents",
+                "ListSubjectSessions",
+                "RevokeSubjectSessions",
                 "CreateClient",
                 "GetClient",
                 "RotateClientSecret",

@@ -192,19 +192,22 @@ async fn idle_expiry(
     }
 }
 
-/// Moves the family's rotation time (the second field of its record) into the past, as if it
-/// had not been used since.
+/// Moves the family's rotation time into the past, as if it had not been used since.
 fn set_rotated_at(redis_url: &str, family_id: &str, rotated_at_ms: u64) {
     let client = redis::Client::open(redis_url).unwrap();
     let mut conn = client.get_connection().unwrap();
-    let key = format!("tok:{{{family_id}}}");
-    let record: String = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
-    let mut fields: Vec<String> = record.split(' ').map(str::to_owned).collect();
-    fields[1] = rotated_at_ms.to_string();
-    let () = redis::cmd("SET")
+    let key = token_store::keys::KeyLayout::new("tok:").subject("alice");
+    let record: String = redis::cmd("HGET")
         .arg(&key)
-        .arg(fields.join(" "))
-        .arg("KEEPTTL")
+        .arg(family_id)
+        .query(&mut conn)
+        .unwrap();
+    let mut family = token_store::family_record::decode(&record).unwrap();
+    family.rotated_at_ms = rotated_at_ms;
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(family_id)
+        .arg(token_store::family_record::encode(&family))
         .query(&mut conn)
         .unwrap();
 }
