@@ -136,11 +136,10 @@ local function load_family(key, family, client)
 end
 
 -- Keeps the subject's hash alive at least `ms` longer: its TTL covers the longest-lived family
--- in it. Only garbage collection: expiry decisions compare stored times. PTTL is -1 for a hash
--- without one (just created).
+-- in it. Only garbage collection: expiry decisions compare stored times. GT moves a TTL only
+-- later (a rotation: one call); NX gives a just-created hash its first one.
 local function extend_ttl(key, ms)
-  local left = redis.call('PTTL', key)
-  if left < ms then
-    redis.call('PEXPIRE', key, int(ms))
+  if redis.call('PEXPIRE', key, int(ms), 'GT') == 0 then
+    redis.call('PEXPIRE', key, int(ms), 'NX')
   end
 end
