@@ -241,16 +241,7 @@ impl EventQuery {
         if since_ms >= until_ms {
             return Err(Error::malformed("since", "must be before until"));
         }
-        let page_size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Error::malformed(
-                    "page_size",
-                    format!("at most {MAX_PAGE_SIZE}"),
-                ));
-            }
-            n => n,
-        };
+        let page_size = page_size_of(page_size)?;
         let before_event = match page_token {
             "" => None,
             token if is_event_id(token) => Some(token.to_owned()),
@@ -269,6 +260,18 @@ impl EventQuery {
             page_size,
             before_event,
         })
+    }
+}
+
+/// A list RPC's `page_size`: 0 means [`DEFAULT_PAGE_SIZE`], at most [`MAX_PAGE_SIZE`].
+pub(crate) fn page_size_of(requested: u32) -> Result<u32, Error> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n > MAX_PAGE_SIZE => Err(Error::malformed(
+            "page_size",
+            format!("at most {MAX_PAGE_SIZE}"),
+        )),
+        n => Ok(n),
     }
 }
 

@@ -2,7 +2,7 @@
 //! is one session. The store keeps a subject's families together (see `Store::subject_families`
 //! and `Store::revoke_subject`); this module validates the requests and pages the answer.
 
-use crate::audit::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::audit::page_size_of;
 use crate::error::Error;
 use crate::scope::Scopes;
 use crate::token::FamilyId;
@@ -29,16 +29,7 @@ impl SessionQuery {
     ) -> Result<Self, Error> {
         validate::required("subject", subject, MAX_SUBJECT_LEN)?;
         let client_id = optional_client("client_id", client_id)?;
-        let page_size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Error::malformed(
-                    "page_size",
-                    format!("at most {MAX_PAGE_SIZE}"),
-                ));
-            }
-            n => n,
-        };
+        let page_size = page_size_of(page_size)?;
         let after = match page_token {
             "" => None,
             token => Some(SessionCursor::parse(token).ok_or_else(|| {
@@ -156,6 +147,7 @@ pub fn page(mut sessions: Vec<Session>, query: &SessionQuery) -> SessionPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::DEFAULT_PAGE_SIZE;
 
     fn session(issued_at_ms: u64, family: FamilyId) -> Session {
         Session {

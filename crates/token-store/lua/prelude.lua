@@ -123,16 +123,17 @@ end
 
 -- A family's record with the markers that apply to it: HMGET of the record, the subject-wide
 -- marker and the presenting client's (the record's own client's when it names another), in one
--- call. Returns the decoded record (nil when absent, an error reply when corrupt) and the
--- marker time that applies (0: none).
+-- call. Returns the decoded record (nil when absent, an error reply when corrupt), the marker
+-- time that applies (0: none) and the record as stored. `client` '' reads the record's own
+-- client's marker.
 local function load_family(key, family, client)
   local r = redis.call('HMGET', key, family, '!', marker_field(client))
-  local f = decode_family(r[1] or nil)
-  local revoked_at = subject_revoked_at(r[2], r[3])
+  local f = decode_family(r[1])
+  local revoked_at = subject_revoked_at(r[2] or nil, r[3] or nil)
   if f and not f.err and f.c ~= client then
-    revoked_at = subject_revoked_at(r[2], redis.call('HGET', key, marker_field(f.c)) or nil)
+    revoked_at = subject_revoked_at(r[2] or nil, redis.call('HGET', key, marker_field(f.c)) or nil)
   end
-  return f, revoked_at
+  return f, revoked_at, r[1]
 end
 
 -- Keeps the subject's hash alive at least `ms` longer: its TTL covers the longest-lived family
