@@ -51,19 +51,17 @@ end
 -- Times in family records are base 36 (ms since the epoch in 8 characters, not 13): with the
 -- scopes as a mask, a realistic family stays within the 64 bytes up to which Redis keeps a
 -- hash in its compact listpack encoding (memory budget). tonumber(s, 36) reads them.
-local B36 = {}
-for d = 0, 35 do
-  B36[d] = string.sub('0123456789abcdefghijklmnopqrstuvwxyz', d + 1, d + 1)
-end
+-- A script's top level runs on every call: no digit table is built here, the digits are
+-- picked from a constant string.
+local DIGITS36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 local function b36(n)
-  local digits, i = {}, 16
+  local text = ''
   repeat
     local d = n % 36
-    digits[i] = B36[d]
+    text = string.sub(DIGITS36, d + 1, d + 1) .. text
     n = (n - d) / 36
-    i = i - 1
   until n == 0
-  return table.concat(digits, '', i + 1, 16)
+  return text
 end
 
 -- The family record format is defined here, and only here: decode_family and encode_family are
@@ -139,8 +137,10 @@ end
 -- Keeps the subject's hash alive at least `ms` longer: its TTL covers the longest-lived family
 -- in it. Only garbage collection: expiry decisions compare stored times. GT moves a TTL only
 -- later (a rotation: one call); NX gives a just-created hash its first one.
-local function extend_ttl(key, ms)
-  if redis.call('PEXPIRE', key, int(ms), 'GT') == 0 then
-    redis.call('PEXPIRE', key, int(ms), 'NX')
+-- `ms_text`, when given, is `ms` as text already (an argument as received): no conversion.
+local function extend_ttl(key, ms, ms_text)
+  local text = ms_text or int(ms)
+  if redis.call('PEXPIRE', key, text, 'GT') == 0 then
+    redis.call('PEXPIRE', key, text, 'NX')
   end
 end

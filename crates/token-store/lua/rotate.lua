@@ -76,7 +76,13 @@ end
 local function advance(outcome, generation)
   f.g, f.t, f.k, f.m = generation, now, ARGV[6], mask
   redis.call('HSET', KEYS[1], family, encode_family(f))
-  extend_ttl(KEYS[1], math.min(idle_ttl, f.x - now))
+  -- Mostly the idle TTL, which arrived as text (ARGV[5]): sent on unconverted when it is in
+  -- the canonical form PEXPIRE takes (no leading zero).
+  if idle_ttl <= f.x - now and string.byte(ARGV[5], 1) ~= 48 then
+    extend_ttl(KEYS[1], idle_ttl, ARGV[5])
+  else
+    extend_ttl(KEYS[1], f.x - now)
+  end
   return issued(outcome, generation, now, ARGV[6], mask)
 end
 
