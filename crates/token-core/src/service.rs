@@ -517,7 +517,8 @@ impl<S: Store> TokenService<S> {
         let Some(family) = self.store.family(claims.subject(), claims.family()).await? else {
             return Ok(None);
         };
-        // A deleted client's tokens are dead too; a live one's scopes are the family's key.
+        // A deleted client's tokens are dead too; a live one's allowed scopes decode the
+        // family's scope mask.
         let Some(client) = self.client(&family.client_id).await? else {
             return Ok(None);
         };
