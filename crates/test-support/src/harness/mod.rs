@@ -23,7 +23,7 @@ use futures::future::join_all;
 pub use crate::ServingStatus;
 use token_core::jwt::JwtSettings;
 use token_core::store::FamilyState;
-use token_core::{Clock, Keyring, Lifetimes, Store as _, SyncedClock, TokenService};
+use token_core::{Clock, Keyring, Lifetimes, Store as _, StoreError, SyncedClock, TokenService};
 use token_proto::v1 as pb;
 use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
@@ -602,7 +602,9 @@ pub async fn until_keyring(servers: &[TestServer], what: &str, loaded: impl Fn(&
 
 /// The stored state of the family `refresh_token` belongs to, found as the service finds it:
 /// through the subject and family id the token names (its MAC checked with the service's
-/// keyring). `None` once the store no longer has the family.
+/// keyring). `None` once the store no longer has the family. Retried while the store answers
+/// "unavailable", as every caller of the service does: after a failover the first call on a
+/// connection to the old primary times out, and the connection is then replaced.
 pub async fn stored_family(
     service: &TokenService<RedisStore>,
     refresh_token: &str,
@@ -611,9 +613,16 @@ pub async fn stored_family(
         .keyring()
         .verify("refresh_token", refresh_token)
         .expect("a refresh token this service issued");
-    service
-        .store()
-        .family(claims.subject(), claims.family())
-        .await
-        .expect("the store answers")
+    let mut attempts = 0;
+    loop {
+        match service
+            .store()
+            .family(claims.subject(), claims.family())
+            .await
+        {
+            Ok(family) => return family,
+            Err(StoreError::Unavailable(_)) if attempts < 10 => attempts += 1,
+            Err(err) => panic!("the store answers: {err}"),
+        }
+    }
 }
