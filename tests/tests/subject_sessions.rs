@@ -28,6 +28,7 @@ use test_support::harness::{
 use test_support::topology::RedisCluster;
 use token_core::FamilyId;
 use token_proto::v1 as pb;
+use token_proto::v1::client_registry_client::ClientRegistryClient;
 use token_proto::v1::token_service_client::TokenServiceClient;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -49,6 +50,21 @@ impl Family {
     fn id(&self) -> &str {
         &self.latest.family_id
     }
+}
+
+/// One Redis, one token server on it, and a stub of each of its services: how most tests
+/// here begin.
+async fn start() -> (
+    RedisServer,
+    TestServer,
+    ClientRegistryClient<Channel>,
+    Tokens,
+) {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
+    let registry = server.registry().await;
+    let tokens = server.tokens().await;
+    (redis, server, registry, tokens)
 }
 
 /// Issues a family of `client` for `subject` with `scopes` (empty: all the client's).
@@ -300,10 +316,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_sessions_listing_shows_the_active_families_newest_first_filtered_and_paged() {
-    let redis = RedisServer::start();
-    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
-    let mut registry = server.registry().await;
-    let mut tokens = server.tokens().await;
+    let (_redis, server, mut registry, mut tokens) = start().await;
     let web = register_client(
         &mut registry,
         "confidential",
@@ -500,10 +513,7 @@ enum Rpc {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_sessions_bad_requests_are_refused_naming_the_field_and_change_nothing() {
-    let redis = RedisServer::start();
-    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
-    let mut registry = server.registry().await;
-    let mut tokens = server.tokens().await;
+    let (_redis, server, mut registry, mut tokens) = start().await;
     let web = register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let mut family = issue(&mut tokens, &web, "alice", &[]).await;
     let deleted = register_client(&mut registry, "public", "revoke-family", &["read"]).await;
@@ -688,10 +698,7 @@ async fn subject_sessions_only_callers_the_operator_policy_names_may_list_or_rev
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_sessions_revoked_refuse_and_go_inactive_and_nothing_else_does() {
-    let redis = RedisServer::start();
-    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
-    let mut registry = server.registry().await;
-    let mut tokens = server.tokens().await;
+    let (_redis, server, mut registry, mut tokens) = start().await;
     let web = register_client(&mut registry, "confidential", "revoke-family", &["read"]).await;
     let mobile = register_client(&mut registry, "public", "revoke-family", &["read"]).await;
     let cli = register_client(&mut registry, "confidential", "reject-only", &["read"]).await;
@@ -1083,10 +1090,7 @@ async fn subject_sessions_by_the_thousand_revoked_in_one_call() {
 /// too, and the deleted client gets no audit event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_sessions_of_a_deleted_client_are_neither_listed_nor_counted() {
-    let redis = RedisServer::start();
-    let server = TestServer::start(&redis.url(), ServerOptions::default()).await;
-    let mut registry = server.registry().await;
-    let mut tokens = server.tokens().await;
+    let (_redis, server, mut registry, mut tokens) = start().await;
     let kept = register_client(&mut registry, "public", "revoke-family", &["read"]).await;
     let deleted = register_client(&mut registry, "public", "revoke-family", &["read"]).await;
     let alive = issue(&mut tokens, &kept, "alice", &[]).await;
