@@ -114,16 +114,7 @@ fn tampered(token: &str) -> String {
 }
 
 async fn introspect(server: &TestServer, token: &str) -> pb::IntrospectTokenResponse {
-    server
-        .tokens()
-        .await
-        .introspect_token(pb::IntrospectTokenRequest {
-            token: token.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .expect("IntrospectToken")
-        .into_inner()
+    harness::introspect(&mut server.tokens().await, token).await
 }
 
 /// The `kid` of every key in a JWK Set, in order.

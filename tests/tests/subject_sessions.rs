@@ -203,15 +203,7 @@ async fn try_revoke_subject(
 }
 
 async fn introspect_active(tokens: &mut Tokens, token: &str) -> bool {
-    tokens
-        .introspect_token(pb::IntrospectTokenRequest {
-            token: token.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .expect("IntrospectToken")
-        .into_inner()
-        .active
+    harness::introspect(tokens, token).await.active
 }
 
 /// The family's latest refresh is refused with TOKEN_REVOKED, and every token it ever had
@@ -269,6 +261,18 @@ async fn sessions_revoked_events(server: &TestServer, client: &TestClient) -> Ve
             e.detail
         })
         .collect()
+}
+
+/// Each client's `sessions_revoked` audit details are exactly these.
+async fn assert_audits(server: &TestServer, audits: &[(&TestClient, Vec<String>)]) {
+    for (client, want) in audits {
+        assert_eq!(
+            &sessions_revoked_events(server, client).await,
+            want,
+            "{}",
+            client.client_id
+        );
+    }
 }
 
 fn detail(count: u64) -> String {
@@ -767,14 +771,7 @@ async fn subject_sessions_revoked_refuse_and_go_inactive_and_nothing_else_does()
         (&cli,    vec![detail(1)]),
         (&other,  vec![]),
     ];
-    for (client, want) in &audits {
-        assert_eq!(
-            &sessions_revoked_events(&server, client).await,
-            want,
-            "{}",
-            client.client_id
-        );
-    }
+    assert_audits(&server, &audits).await;
     // bob is untouched.
     for family in &mut bob {
         assert_alive(&mut tokens, family).await;
@@ -797,14 +794,7 @@ async fn subject_sessions_revoked_refuse_and_go_inactive_and_nothing_else_does()
             "{subject} {client_id:?}"
         );
     }
-    for (client, want) in &audits {
-        assert_eq!(
-            &sessions_revoked_events(&server, client).await,
-            want,
-            "{}",
-            client.client_id
-        );
-    }
+    assert_audits(&server, &audits).await;
     for family in &mut bob {
         assert_alive(&mut tokens, family).await;
     }

@@ -600,6 +600,21 @@ pub async fn until_keyring(servers: &[TestServer], what: &str, loaded: impl Fn(&
     }
 }
 
+/// `IntrospectToken` of `token` by a caller the network trusts (no client credentials).
+pub async fn introspect(
+    tokens: &mut TokenServiceClient<Channel>,
+    token: &str,
+) -> pb::IntrospectTokenResponse {
+    tokens
+        .introspect_token(pb::IntrospectTokenRequest {
+            token: token.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("IntrospectToken")
+        .into_inner()
+}
+
 /// The stored state of the family `refresh_token` belongs to, found as the service finds it:
 /// through the subject and family id the token names (its MAC checked with the service's
 /// keyring). `None` once the store no longer has the family. Retried while the store answers

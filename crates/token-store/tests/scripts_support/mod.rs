@@ -451,14 +451,8 @@ impl Harness {
                     with(FAMILY, Some(record)),
                     "{case}: the record or the other fields"
                 );
-                let pttl = self.pttl(&at.key).await?;
-                assert!(ttl.contains(&pttl), "{case}: PTTL {pttl} not in {ttl:?}");
-                assert!(
-                    after.1 >= before.1,
-                    "{case}: the deadline moved back: {} -> {}",
-                    before.1,
-                    after.1
-                );
+                self.assert_extended(at, before.1, after.1, ttl, case)
+                    .await?;
                 self.assert_readable(at, record, &after.0, case).await?;
             }
             After::Removed => {
@@ -474,14 +468,8 @@ impl Harness {
             }
             After::Exactly(hash, ttl) => {
                 assert_eq!(&after.0, hash, "{case}: the subject's hash");
-                let pttl = self.pttl(&at.key).await?;
-                assert!(ttl.contains(&pttl), "{case}: PTTL {pttl} not in {ttl:?}");
-                assert!(
-                    after.1 >= before.1,
-                    "{case}: the deadline moved back: {} -> {}",
-                    before.1,
-                    after.1
-                );
+                self.assert_extended(at, before.1, after.1, ttl, case)
+                    .await?;
             }
             After::Marked(field, at_ms) => {
                 let expected = (with(field, Some(&b36(*at_ms))), before.1);
@@ -490,6 +478,24 @@ impl Harness {
                 assert_eq!(written, hset, "{case}: not one HSET");
             }
         }
+        Ok(())
+    }
+
+    /// The hash's TTL lies in `ttl`, and its deadline (PEXPIRETIME) never moved back.
+    async fn assert_extended(
+        &mut self,
+        at: &At,
+        before: i64,
+        after: i64,
+        ttl: &RangeInclusive<i64>,
+        case: &str,
+    ) -> anyhow::Result<()> {
+        let pttl = self.pttl(&at.key).await?;
+        assert!(ttl.contains(&pttl), "{case}: PTTL {pttl} not in {ttl:?}");
+        assert!(
+            after >= before,
+            "{case}: the deadline moved back: {before} -> {after}"
+        );
         Ok(())
     }
 
