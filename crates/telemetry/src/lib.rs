@@ -24,6 +24,7 @@ pub mod propagation;
 
 use std::io::IsTerminal as _;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -101,7 +102,7 @@ impl Drop for Guard {
 }
 
 /// Installs logs and tracing for `service_name`, exporting per the `OTEL_*` variables.
-/// Call once, early in `main`, inside the Tokio runtime (the OTLP exporter runs on it).
+/// Call once, early in `main` (the OTLP exporters run on a thread of their own).
 pub fn init(service_name: &'static str, format: LogFormat) -> Guard {
     init_with(TelemetryOptions {
         service_name,
@@ -188,6 +189,23 @@ pub(crate) fn endpoint_from_env(signal: &str) -> Option<String> {
     .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
+/// Builds an OTLP exporter on a runtime of its own: its connection then never waits for the
+/// runtime that serves calls. On a current-thread runtime, the final export at shutdown blocks
+/// that runtime's only thread, which would otherwise be the one to drive the export.
+fn on_export_runtime<T>(build: impl FnOnce() -> T) -> T {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otlp-export")
+            .enable_all()
+            .build()
+            .expect("cannot start the OTLP exporters' thread")
+    });
+    let _entered = runtime.enter();
+    build()
+}
+
 pub(crate) fn resource(service_name: &'static str) -> Resource {
     Resource::builder().with_service_name(service_name).build()
 }
@@ -201,11 +219,13 @@ fn tracer_provider(options: &TelemetryOptions) -> SdkTracerProvider {
     else {
         return builder.build();
     };
-    match opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint.clone())
-        .build()
-    {
+    let exporter = on_export_runtime(|| {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+    });
+    match exporter {
         Ok(exporter) => builder.with_batch_exporter(exporter).build(),
         Err(err) => {
             eprintln!("telemetry: cannot export traces to {endpoint}: {err}; not exporting");

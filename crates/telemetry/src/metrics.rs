@@ -33,11 +33,13 @@ impl MetricsRegistry {
             Err(err) => eprintln!("telemetry: no Prometheus metrics: {err}"),
         }
         if let Some(endpoint) = otlp_endpoint.or_else(|| crate::endpoint_from_env("METRICS")) {
-            match opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()
-            {
+            let exporter = crate::on_export_runtime(|| {
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .build()
+            });
+            match exporter {
                 Ok(exporter) => {
                     builder = builder.with_reader(PeriodicReader::builder(exporter).build());
                 }

@@ -76,6 +76,12 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Threads that serve requests. With 1 (a current-thread runtime) the calls of
+    /// requests that arrive together share writes to the token service; an instance is
+    /// sized for one CPU and scaled by instances. More threads serve from that many CPUs.
+    #[arg(long, env = "GATEWAY_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
+
     /// Log output: `pretty` or `json`. Verbosity comes from `RUST_LOG`.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
@@ -107,6 +113,9 @@ impl Config {
         }
         if self.rpc_attempts == 0 {
             return Err(ConfigError::Zero("--rpc-attempts"));
+        }
+        if self.worker_threads == 0 {
+            return Err(ConfigError::Zero("--worker-threads"));
         }
         if self.token_service_tls_reload_interval.is_zero() {
             return Err(ConfigError::Zero("--token-service-tls-reload-interval"));
@@ -208,6 +217,10 @@ mod tests {
         let config = parse(&["--listen", "0.0.0.0:9000", "--rpc-attempts", "0"]);
         assert_eq!(config.listen.port(), 9000);
         assert!(matches!(config.validate(), Err(ConfigError::Zero(_))));
+        assert!(matches!(
+            parse(&["--worker-threads", "0"]).validate(),
+            Err(ConfigError::Zero("--worker-threads"))
+        ));
         assert_eq!(
             parse(&["--admin-listen", "off"]).admin_listen,
             OptionalAddr(None)

@@ -10,10 +10,22 @@ use token_gateway::{Config, GatewayMetrics, Upstream};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     config.validate()?;
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        threads => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let _telemetry = telemetry::init("token-gateway", config.log_format);
     let upstream = match config.token_service_tls() {
         None => Upstream::connect(&config.token_service, config.client_config())

@@ -39,6 +39,8 @@ pub const DEFAULT_REDIS_POOL_SIZE: usize = 8;
 pub const DEFAULT_KEY_PREFIX: &str = "tok:";
 /// `--max-concurrent-calls`.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 2048;
+/// `--worker-threads`.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
 /// `--health-interval`.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// `--shutdown-timeout`.
@@ -196,6 +198,13 @@ pub struct Config {
     #[arg(long, env = "TOKEN_MAX_CONCURRENT_CALLS", default_value_t = DEFAULT_MAX_CONCURRENT_CALLS)]
     pub max_concurrent_calls: usize,
 
+    /// Threads that serve calls. With 1 (a current-thread runtime), the replies and Redis
+    /// commands of calls that finish together go out in one write, which made a refresh
+    /// about a third cheaper in CPU (BENCHMARKS.md); an instance is sized for one CPU and
+    /// scaled by instances. More threads serve from that many CPUs, at more CPU per call.
+    #[arg(long, env = "TOKEN_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS)]
+    pub worker_threads: usize,
+
     /// How often Redis is looked at (TIME and INFO): health status, clock, memory and policy.
     #[arg(long, env = "TOKEN_HEALTH_INTERVAL", default_value = shown::HEALTH_INTERVAL, value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
@@ -310,6 +319,7 @@ impl Default for Config {
             redis_allow_eviction: false,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            worker_threads: DEFAULT_WORKER_THREADS,
             health_interval: DEFAULT_HEALTH_INTERVAL,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin_listen: DEFAULT_ADMIN_LISTEN,
@@ -348,6 +358,9 @@ impl Config {
         }
         if self.redis_pool_size == 0 {
             return Err(ConfigError::Zero("--redis-pool-size"));
+        }
+        if self.worker_threads == 0 {
+            return Err(ConfigError::Zero("--worker-threads"));
         }
         if self.audit_max_events == 0 {
             return Err(ConfigError::Zero("--audit-max-events"));
@@ -642,6 +655,22 @@ mod tests {
             Err(ConfigError::TooLarge("--audit-max-events", _))
         ));
         config("--audit-retention", "30days").validate().unwrap();
+    }
+
+    #[test]
+    fn counts_that_cannot_be_zero_are_refused() {
+        for flag in [
+            "--worker-threads",
+            "--redis-pool-size",
+            "--max-concurrent-calls",
+        ] {
+            let config = parse(&["--keyring", "k", flag, "0"]).config;
+            assert!(
+                matches!(config.validate(), Err(ConfigError::Zero(name)) if name == flag),
+                "{flag} 0"
+            );
+        }
+        assert_eq!(parse(&["--keyring", "k"]).config.worker_threads, 1);
     }
 
     #[test]

@@ -29,6 +29,7 @@
 
 pub mod api;
 pub mod authz;
+pub mod coalesce;
 pub mod config;
 pub mod deadline;
 pub mod health;
@@ -44,6 +45,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt as _;
 use telemetry::metrics::MetricsRegistry;
 use token_core::{Clock, Keyring, SyncedClock, TokenService};
 use token_proto::v1::client_registry_server::ClientRegistryServer;
@@ -472,13 +474,16 @@ pub async fn run(
         match &app.tls {
             Some((tls, reload_interval)) => {
                 tasks.spawn(Some(Phase::Stopped), tls.watch(*reload_interval));
-                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal))
+                let incoming = tls.incoming(listener).map_ok(coalesce::Coalesced);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
             }
             None => {
                 // Replies are small and written in several frames: without TCP_NODELAY, Nagle
                 // and the peer's delayed ACK hold some of them back by 40 ms.
                 // (`Server::tcp_nodelay` only applies to listeners tonic binds itself.)
-                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                let incoming = TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map_ok(coalesce::Coalesced);
                 Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
             }
         };

@@ -16,8 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Keygen { key_id }) = cli.command {
         let key_id = key_id.unwrap_or_else(|| {
@@ -44,6 +43,21 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let config = cli.config;
+    // Checked before the runtime is built, which takes its thread count from it.
+    config.validate()?;
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        threads => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: token_server::Config) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(token_server::SERVICE_NAME, config.log_format);
     let mut app = App::from_config(&config)?;
     if config.operator_policy.is_none() {
