@@ -158,12 +158,16 @@ pub fn init_with(options: TelemetryOptions) -> Guard {
         // Per span, the defaults add source location, thread and target attributes and read
         // the clock on every enter and exit (busy/idle time): measurable on a hot path of
         // two spans a request, and nothing an operator reads. The semantic attributes stay.
+        // Nor is the OpenTelemetry context attached on every enter (a clone and a guard per
+        // poll of each span): trace ids for logs and propagation are read from the span itself
+        // (`OpenTelemetrySpanExt::context`), and no other OpenTelemetry instrumentation runs.
         tracing_opentelemetry::layer()
             .with_tracer(tracer_provider.tracer(options.service_name))
             .with_location(false)
             .with_threads(false)
             .with_target(false)
             .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(spans)
     });
 

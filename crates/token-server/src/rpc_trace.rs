@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -138,31 +139,19 @@ where
 
 /// The service and method of this server's own RPCs, as static strings.
 fn static_names(path: &str) -> Option<(Cow<'static, str>, Cow<'static, str>)> {
-    const SERVICES: [(&str, &[&str]); 2] = [
-        (
-            "tokens.v1.TokenService",
-            &[
-                "IssueTokenPair",
-                "RefreshTokenPair",
-                "RevokeToken",
-                "IntrospectToken",
-                "ListRefreshEvents",
-                "SummarizeRefreshEvents",
-            ],
-        ),
-        (
-            "tokens.v1.ClientRegistry",
-            &[
-                "CreateClient",
-                "GetClient",
-                "RotateClientSecret",
-                "DeleteClient",
-            ],
-        ),
-    ];
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    let (service, methods) = SERVICES.iter().find(|(name, _)| *name == service)?;
-    let method = methods.iter().find(|name| **name == method)?;
+    // Read once from the contract's descriptors, so no RPC added to the proto is missed;
+    // leaked, since they live as long as the process.
+    static NAMES: LazyLock<Vec<(&'static str, &'static str, &'static str)>> = LazyLock::new(|| {
+        token_proto::access::methods()
+            .into_iter()
+            .filter_map(|method| {
+                let path: &'static str = Box::leak(method.path.into_boxed_str());
+                let (service, name) = path.strip_prefix('/')?.split_once('/')?;
+                Some((path, service, name))
+            })
+            .collect()
+    });
+    let (_, service, method) = NAMES.iter().find(|(known, _, _)| *known == path)?;
     Some((Cow::Borrowed(*service), Cow::Borrowed(*method)))
 }
 
@@ -180,4 +169,22 @@ fn is_server_error(code: i64) -> bool {
     ]
     .iter()
     .any(|c| *c as i64 == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rpc_of_the_contract_is_named_without_allocating() {
+        let methods = token_proto::access::methods();
+        assert!(methods.len() >= 13, "{methods:?}");
+        for method in methods {
+            let (service, name) = static_names(&method.path).expect(&method.path);
+            assert!(matches!(service, Cow::Borrowed(_)) && matches!(name, Cow::Borrowed(_)));
+            assert_eq!(format!("/{service}/{name}"), method.path);
+        }
+        assert!(static_names("/tokens.v1.TokenService/Nope").is_none());
+        assert!(static_names("/grpc.health.v1.Health/Check").is_none());
+    }
 }
