@@ -193,6 +193,23 @@ pub(crate) fn endpoint_from_env(signal: &str) -> Option<String> {
     .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
+/// The runtime a binary serves on, from its `--worker-threads` (validated above zero). 1 is a
+/// current-thread runtime: its run queue is first in, first out, so the calls that one read
+/// makes ready all queue their replies and Redis commands before a connection task writes them
+/// (ARCHITECTURE.md, "Where a refresh's cost goes"). More: a multi-thread runtime with that
+/// many workers.
+pub fn serving_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match worker_threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        threads => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build(),
+    }
+}
+
 /// Builds an OTLP exporter on a runtime of its own: its connection then never waits for the
 /// runtime that serves calls. On a current-thread runtime, the final export at shutdown blocks
 /// that runtime's only thread, which would otherwise be the one to drive the export.

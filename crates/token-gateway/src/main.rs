@@ -18,16 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     config.validate()?;
-    let runtime = match config.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        threads => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?,
-    };
-    runtime.block_on(serve(config))
+    telemetry::serving_runtime(config.worker_threads)?.block_on(serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -45,16 +45,7 @@ fn main() -> anyhow::Result<()> {
     let config = cli.config;
     // Checked before the runtime is built, which takes its thread count from it.
     config.validate()?;
-    let runtime = match config.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        threads => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?,
-    };
-    runtime.block_on(serve(config))
+    telemetry::serving_runtime(config.worker_threads)?.block_on(serve(config))
 }
 
 async fn serve(config: token_server::Config) -> anyhow::Result<()> {
