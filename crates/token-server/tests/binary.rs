@@ -2,7 +2,8 @@
 //! from `token-server keygen`, logging at `trace`, stopped by SIGTERM. While it serves a mixed
 //! workload (successes, replays, every kind of refusal), everything it logs is captured; at
 //! the end no token, MAC, client secret or key appears in the log. A second run exports over
-//! OTLP, configured only by the standard `OTEL_*` variables, and logs JSON.
+//! OTLP, configured only by the standard `OTEL_*` variables, and logs JSON. A third serves on
+//! more than the default one thread.
 
 mod support;
 
@@ -423,4 +424,78 @@ async fn exports_traces_and_metrics_over_otlp_and_logs_json_lines_with_trace_ids
         Some(16),
         "{refusal}"
     );
+}
+
+/// `--worker-threads` above 1 (a multi-thread runtime) serves a refresh and its replay and
+/// drains on SIGTERM like the default single thread; 0 is refused before anything starts.
+#[tokio::test]
+async fn more_worker_threads_serve_the_same_and_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keyring, _) = keygen(dir.path());
+    let refused = Command::new(BINARY)
+        .env("TOKEN_KEYRING", &keyring)
+        .env("TOKEN_WORKER_THREADS", "0")
+        .output()
+        .expect("token-server runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--worker-threads must be greater than zero"),
+        "{stderr}"
+    );
+
+    let redis = RedisServer::start();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BINARY)
+        .env("TOKEN_LISTEN", &addr)
+        .env("TOKEN_REDIS_URL", redis.url())
+        .env("TOKEN_KEYRING", &keyring)
+        .env("TOKEN_OPERATOR_POLICY", operator_policy(dir.path()))
+        .env("TOKEN_ADMIN_LISTEN", "off")
+        .env("TOKEN_WORKER_THREADS", "2")
+        .spawn()
+        .expect("token-server starts");
+    let channel = serving_channel(&addr).await;
+    let as_operator = test_support::bearer(OPERATOR_CREDENTIAL);
+    let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator.clone());
+    let mut tokens = TokenServiceClient::with_interceptor(channel, as_operator);
+    let created = registry
+        .create_client(pb::CreateClientRequest {
+            name: "threads".to_owned(),
+            client_type: "public".to_owned(),
+            allowed_scopes: vec!["read".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokens
+        .issue_token_pair(pb::IssueTokenPairRequest {
+            client_id: created.client_id.clone(),
+            subject: "alice".to_owned(),
+            scopes: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let refresh = || pb::RefreshTokenPairRequest {
+        client_id: created.client_id.clone(),
+        refresh_token: first.refresh_token.clone(),
+        ..Default::default()
+    };
+    let rotated = tokens
+        .refresh_token_pair(refresh())
+        .await
+        .unwrap()
+        .into_inner();
+    let replayed = tokens
+        .refresh_token_pair(refresh())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!rotated.replayed && replayed.replayed);
+    assert_eq!(replayed.refresh_token, rotated.refresh_token);
+
+    let exit = terminate(child).await;
+    assert!(exit.success(), "token-server exited with {exit}");
 }
