@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::serving_channel;
+use support::{ServerProcess, Setup, TestClient, serving_channel};
 use test_support::otlp::OtlpReceiver;
 use test_support::{RedisServer, free_port};
 use token_proto::v1 as pb;
@@ -430,72 +430,37 @@ async fn exports_traces_and_metrics_over_otlp_and_logs_json_lines_with_trace_ids
 /// drains on SIGTERM like the default single thread; 0 is refused before anything starts.
 #[tokio::test]
 async fn more_worker_threads_serve_the_same_and_zero_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (keyring, _) = keygen(dir.path());
-    let refused = Command::new(BINARY)
-        .env("TOKEN_KEYRING", &keyring)
+    let setup = Setup::new();
+    let (mut zero, _, log) = setup.command("redis://127.0.0.1:1", "zero-threads");
+    let refused = zero
         .env("TOKEN_WORKER_THREADS", "0")
-        .output()
+        .status()
         .expect("token-server runs");
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.success());
+    let stderr = std::fs::read_to_string(log).unwrap();
     assert!(
         stderr.contains("--worker-threads must be greater than zero"),
         "{stderr}"
     );
 
     let redis = RedisServer::start();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BINARY)
-        .env("TOKEN_LISTEN", &addr)
-        .env("TOKEN_REDIS_URL", redis.url())
-        .env("TOKEN_KEYRING", &keyring)
-        .env("TOKEN_OPERATOR_POLICY", operator_policy(dir.path()))
-        .env("TOKEN_ADMIN_LISTEN", "off")
-        .env("TOKEN_WORKER_THREADS", "2")
-        .spawn()
-        .expect("token-server starts");
-    let channel = serving_channel(&addr).await;
-    let as_operator = test_support::bearer(OPERATOR_CREDENTIAL);
-    let mut registry = ClientRegistryClient::with_interceptor(channel.clone(), as_operator.clone());
-    let mut tokens = TokenServiceClient::with_interceptor(channel, as_operator);
-    let created = registry
-        .create_client(pb::CreateClientRequest {
-            name: "threads".to_owned(),
-            client_type: "public".to_owned(),
-            allowed_scopes: vec!["read".to_owned()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut command, addr, log) = setup.command(&redis.url(), "two-threads");
+    command.env("TOKEN_WORKER_THREADS", "2");
+    let server = ServerProcess::start(command, addr, log).await;
+    let client = TestClient::register(&mut server.registry().await, "threads").await;
+    let mut tokens = server.tokens().await;
     let first = tokens
-        .issue_token_pair(pb::IssueTokenPairRequest {
-            client_id: created.client_id.clone(),
-            subject: "alice".to_owned(),
-            scopes: vec![],
-        })
+        .issue_token_pair(client.issue("alice"))
         .await
         .unwrap()
         .into_inner();
-    let refresh = || pb::RefreshTokenPairRequest {
-        client_id: created.client_id.clone(),
-        refresh_token: first.refresh_token.clone(),
-        ..Default::default()
-    };
-    let rotated = tokens
-        .refresh_token_pair(refresh())
-        .await
-        .unwrap()
-        .into_inner();
-    let replayed = tokens
-        .refresh_token_pair(refresh())
-        .await
-        .unwrap()
-        .into_inner();
+    let refresh = client.refresh(&first.refresh_token);
+    let rotated = tokens.refresh_token_pair(refresh.clone()).await.unwrap();
+    let replayed = tokens.refresh_token_pair(refresh).await.unwrap();
+    let (rotated, replayed) = (rotated.into_inner(), replayed.into_inner());
     assert!(!rotated.replayed && replayed.replayed);
     assert_eq!(replayed.refresh_token, rotated.refresh_token);
 
-    let exit = terminate(child).await;
+    let exit = server.terminate().await;
     assert!(exit.success(), "token-server exited with {exit}");
 }

@@ -139,7 +139,8 @@ pub async fn serving_channel(addr: &str) -> Channel {
 
 /// A running server process, killed when dropped.
 pub struct ServerProcess {
-    pub child: Child,
+    /// `None` once [`ServerProcess::terminate`] has taken it.
+    child: Option<Child>,
     pub addr: String,
     pub log: PathBuf,
 }
@@ -148,13 +149,20 @@ impl ServerProcess {
     /// Starts `command` and waits until the server reports SERVING.
     pub async fn start(mut command: Command, addr: String, log: PathBuf) -> Self {
         let child = command.spawn().expect("token-server starts");
-        let mut process = Self { child, addr, log };
+        let mut process = Self {
+            child: Some(child),
+            addr,
+            log,
+        };
         let serving = match connect(&process.addr).await {
             Some(channel) => wait_until_serving(channel).await,
             None => false,
         };
         if !serving {
-            let exited = process.child.try_wait().ok().flatten();
+            let exited = process
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             panic!(
                 "token-server never served (exited: {exited:?}):\n{}",
                 process.log_text()
@@ -172,6 +180,14 @@ impl ServerProcess {
             .issue_token_pair(client.issue("alice"))
             .await
             .expect("a pair issued");
+    }
+
+    /// SIGTERM, as an operator stops it; its exit status once it has drained.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let child = self.child.take().expect("terminated once");
+        tokio::task::spawn_blocking(move || test_support::terminate(child))
+            .await
+            .expect("terminate panicked")
     }
 
     pub fn log_text(&self) -> String {
@@ -197,8 +213,10 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
