@@ -279,14 +279,7 @@ async fn a_replay_re_delivers_the_issued_pair_whatever_scope_it_asks_for() {
         assert_eq!(refresh_token, narrowed.refresh_token, "{case}");
         assert_eq!(scopes, ["read"], "{case}");
         assert_ne!(replayed, Some(false), "{case}: marked as a replay");
-        let seen = tokens
-            .introspect_token(pb::IntrospectTokenRequest {
-                token: access_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let seen = harness::introspect(&mut tokens, &access_token).await;
         assert_eq!(
             (seen.active, seen.scopes),
             (true, vec!["read".to_owned()]),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use test_support::harness::{
-    RedisServer, ServerOptions, TestClient, TestServer, issue, reason, refresh_request,
+    RedisServer, ServerOptions, TestClient, TestServer, introspect, issue, reason, refresh_request,
     register_client,
 };
 use token_core::{Lifetimes, ManualClock};
@@ -72,15 +72,7 @@ impl Fixture {
     }
 
     async fn active(&mut self, token: &str) -> bool {
-        self.tokens
-            .introspect_token(pb::IntrospectTokenRequest {
-                token: token.to_owned(),
-                ..Default::default()
-            })
-            .await
-            .expect("introspection")
-            .into_inner()
-            .active
+        introspect(&mut self.tokens, token).await.active
     }
 }
 
@@ -187,15 +179,7 @@ async fn narrowing_applies_to_the_access_token_only() {
         .unwrap()
         .into_inner();
     assert_eq!(narrow.scopes, ["read"]);
-    let seen = f
-        .tokens
-        .introspect_token(pb::IntrospectTokenRequest {
-            token: narrow.access_token.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let seen = introspect(&mut f.tokens, &narrow.access_token).await;
     assert_eq!(seen.scopes, ["read"]);
     assert_eq!(seen.token_type, "Bearer");
 
@@ -235,15 +219,7 @@ async fn introspection_reports_what_the_token_grants() {
         (&pair.access_token, "Bearer"),
         (&pair.refresh_token, "refresh_token"),
     ] {
-        let seen = f
-            .tokens
-            .introspect_token(pb::IntrospectTokenRequest {
-                token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let seen = introspect(&mut f.tokens, token).await;
         assert!(seen.active);
         assert_eq!(seen.client_id, client.client_id);
         assert_eq!(seen.subject, "alice");
